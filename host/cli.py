@@ -1,0 +1,324 @@
+"""`host up | check | build`: flag names, environment variables and defaults of `spin`.
+
+Every HostError ends the command with a one-line message and a non-zero exit
+code; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from host import __version__
+from host.app import App, AppSettings, load_app
+from host.build import build_app
+from host.errors import ConfigError, HostError
+from host.executors.component import Limits
+from host.manifest import Manifest, load_manifest
+from host.routing import Router
+from host.runtime.engine import Engine, default_cache_dir
+
+log = logging.getLogger("host")
+
+DEFAULT_LISTEN = "127.0.0.1:3000"
+FREE_PORT_ATTEMPTS = 10
+
+# Exit codes (documented in README.md).
+EXIT_OK = 0
+EXIT_ERROR = 1  # manifest, component or configuration error; failure to start
+EXIT_USAGE = 2  # bad command line (argparse)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except HostError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="host", description="Serve Spin apps of WebAssembly components.")
+    p.add_argument("--version", action="version", version=f"host {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    up = sub.add_parser("up", help="serve an app")
+    _manifest_flag(up)
+    up.add_argument("--listen", default=os.environ.get("SPIN_HTTP_LISTEN_ADDR", DEFAULT_LISTEN),
+                    metavar="HOST:PORT",
+                    help=f"address to listen on (env SPIN_HTTP_LISTEN_ADDR; default {DEFAULT_LISTEN})")
+    up.add_argument("--find-free-port", action="store_true",
+                    help=f"if the port is taken, try the next {FREE_PORT_ATTEMPTS - 1} ports")
+    up.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment variable for every component (wins over the manifest)")
+    _cache_flags(up)
+    up.add_argument("--state-dir", default=None, metavar="DIR",
+                    help="state directory (default: .spin next to the manifest)")
+    up.add_argument("-L", "--log-dir", default=os.environ.get("SPIN_LOG_DIR"), metavar="DIR",
+                    help='component stdout/stderr files (env SPIN_LOG_DIR; default '
+                         'STATE_DIR/logs; "" for none)')
+    up.add_argument("--build", action="store_true",
+                    default=_env_flag("SPIN_ALWAYS_BUILD"),
+                    help="run the build commands first (env SPIN_ALWAYS_BUILD)")
+    up.add_argument("-q", "--quiet", action="store_true",
+                    help="do not echo component output or start-up details")
+    _runtime_flags(up)
+    up.set_defaults(run=cmd_up)
+
+    check = sub.add_parser("check", help="validate the manifest and components; print routes")
+    _manifest_flag(check)
+    _cache_flags(check)
+    check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=30.0)
+
+    build = sub.add_parser("build", help="run each component's build command")
+    _manifest_flag(build)
+    build.add_argument("-c", "--component-id", action="append", default=[], metavar="ID",
+                       help="build only this component (repeatable)")
+    build.add_argument("-u", "--up", action="store_true", help="serve the app after building")
+    build.set_defaults(run=cmd_build)
+    return p
+
+
+def _manifest_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--from", dest="from_path", default=None, metavar="PATH",
+                   help="spin.toml, or a directory containing one (default ./spin.toml)")
+
+
+def _cache_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=os.environ.get("SPINHOST_CACHE_DIR"), metavar="DIR",
+                   help="compile cache (env SPINHOST_CACHE_DIR; default "
+                        "$XDG_CACHE_HOME/spinhost/compiled)")
+    p.add_argument("--disable-cache", action="store_true",
+                   default=_env_flag("DISABLE_WASMTIME_CACHE"),
+                   help="compile every component at start (env DISABLE_WASMTIME_CACHE)")
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pool-size", type=int, default=4, metavar="N",
+                   help="pre-instantiated instances kept ready per component (default 4)")
+    p.add_argument("--max-instance-memory", dest="memory_limit_mb", type=int, default=128,
+                   metavar="MIB", help="linear memory limit per instance (default 128 MiB)")
+    p.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="execution deadline per request (default 30 s)")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+# ---------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.from_path)
+    build_app(manifest, args.component_id)
+    if args.up:
+        up_args = _parser().parse_args(["up", "-f", str(manifest.path)])
+        return cmd_up(up_args)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.from_path)
+    _print_warnings(manifest)
+    engine = Engine(_cache_dir(args))
+    app = load_app(manifest, engine, _settings(args, manifest, log_dir=None), report=print)
+    try:
+        print(f"{manifest.path}: OK")
+        print("Routes (in precedence order):")
+        for line in route_lines(app.router, ""):
+            print(line)
+    finally:
+        app.close()
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.from_path)
+    if args.build:
+        build_app(manifest)
+        manifest = load_manifest(manifest.path)
+    _print_warnings(manifest)
+    host, port = parse_listen(args.listen)
+    sock = bind_socket(host, port, args.find_free_port)
+    state_dir = _state_dir(args, manifest)
+    log_dir = _log_dir(args, state_dir)
+    engine = Engine(_cache_dir(args))
+    engine.start_ticker()
+    quiet = args.quiet
+    app = load_app(manifest, engine, _settings(args, manifest, log_dir),
+                   report=(lambda line: None) if quiet else _info)
+    try:
+        if log_dir is not None and not quiet:
+            _info(f'Logging component stdio to "{log_dir}{os.sep}"')
+        bound_host, bound_port = sock.getsockname()[:2]
+        base_url = f"http://{_url_host(bound_host)}:{bound_port}"
+        print_routes(app, base_url)
+        _serve(app, sock)
+    finally:
+        app.close()
+        engine.stop_ticker()
+    return EXIT_OK
+
+
+def _serve(app: App, sock: socket.socket) -> None:
+    import uvicorn
+
+    from host.server import HostApp
+
+    config = uvicorn.Config(
+        HostApp(app),
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+# ---------------------------------------------------------------------------
+# Settings
+
+
+def _settings(args: argparse.Namespace, manifest: Manifest, log_dir: Path | None) -> AppSettings:
+    env = {}
+    for item in getattr(args, "env", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-e/--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    if args.pool_size < 0:
+        raise ConfigError(f"--pool-size {args.pool_size}: must be 0 or more")
+    if args.memory_limit_mb <= 0:
+        raise ConfigError(f"--max-instance-memory {args.memory_limit_mb}: must be positive")
+    if args.request_timeout <= 0:
+        raise ConfigError(f"--request-timeout {args.request_timeout}: must be positive")
+    limits = Limits(
+        memory_bytes=args.memory_limit_mb * 1024 * 1024,
+        deadline_seconds=args.request_timeout,
+    )
+    echo = None if getattr(args, "quiet", True) else sys.stdout
+    return AppSettings(env=env, log_dir=log_dir, pool_size=args.pool_size, limits=limits,
+                       echo_output=echo)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    if args.disable_cache:
+        return None
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def _state_dir(args: argparse.Namespace, manifest: Manifest) -> Path | None:
+    if args.state_dir is None:
+        return manifest.dir / ".spin"
+    return Path(args.state_dir).resolve() if args.state_dir else None
+
+
+def _log_dir(args: argparse.Namespace, state_dir: Path | None) -> Path | None:
+    if args.log_dir is not None:
+        return Path(args.log_dir).resolve() if args.log_dir else None
+    return state_dir / "logs" if state_dir is not None else None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT`; `localhost` means IPv4 loopback, as in Spin."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"--listen {value!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--listen {value!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--listen {value!r}: port {port} is out of range")
+    return host, port
+
+
+def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    attempts = FREE_PORT_ATTEMPTS if find_free_port and port else 1
+    for attempt in range(attempts):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port + attempt))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise ConfigError(f"cannot listen on {host}:{port + attempt}: {exc.strerror}") from None
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        return sock
+    if find_free_port:
+        raise ConfigError(
+            f"{host}:{port}..{port + attempts - 1} are all in use; choose another --listen port"
+        )
+    raise ConfigError(
+        f"{host}:{port} is already in use. To have host search for a free port, "
+        "use the --find-free-port option."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Output
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def route_lines(router: Router, base_url: str) -> list[str]:
+    lines = []
+    for route in router.routes:
+        owner = route.component or route.target
+        lines.append(f"  {owner}: {base_url}{route.display}")
+    return lines
+
+
+def print_routes(app: App, base_url: str) -> None:
+    bold_green = sys.stdout.isatty()
+    serving = "\x1b[1;32mServing\x1b[0m" if bold_green else "Serving"
+    print(f"\n{serving} {base_url}")
+    print("Available Routes:")
+    for route in app.router.routes:
+        owner = route.component or route.target
+        print(f"  {owner}: {base_url}{route.display}")
+        component = app.manifest.components.get(route.component or "")
+        if component is not None and component.description:
+            print(f"    {component.description}")
+    sys.stdout.flush()
+
+
+def _print_warnings(manifest: Manifest) -> None:
+    for warning in manifest.warnings:
+        log.warning("%s", warning)
+
+
+def _info(line: str) -> None:
+    print(line, file=sys.stderr)

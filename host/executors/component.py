@@ -1,0 +1,145 @@
+"""Runs HTTP requests through components that export our incoming handler.
+
+One executor per component: it owns the component's linker, its pool of
+pre-instantiated instances and its output sinks. Each request takes a fresh
+instance from the pool, gets an epoch deadline, is handled, and the instance is
+dropped, so one request's guest state never reaches another's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import wasmtime
+import wasmtime.component as wc
+
+from host.errors import ComponentError
+from host.runtime import abi
+from host.runtime.engine import Engine, LoadedComponent
+from host.runtime.pool import InstancePool
+from host.stdio import ComponentStdio
+
+log = logging.getLogger("host.executor")
+
+WASI_HTTP_PREFIX = "wasi:http/"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-instance limits; defaults are documented in README.md."""
+
+    memory_bytes: int = 128 * 1024 * 1024
+    deadline_seconds: float = 30.0
+    instantiate_seconds: float = 30.0
+
+
+@dataclass
+class _Instance:
+    store: wasmtime.Store
+    handle: wc.Func
+
+
+class GuestError(Exception):
+    """The guest trapped, ran out of time or broke the interface contract."""
+
+
+class ComponentExecutor:
+    def __init__(
+        self,
+        engine: Engine,
+        component_id: str,
+        loaded: LoadedComponent,
+        environment: Mapping[str, str],
+        stdio: ComponentStdio,
+        allow_wasi_http: bool,
+        limits: Limits = Limits(),
+        pool_size: int = 4,
+    ) -> None:
+        self.engine = engine
+        self.id = component_id
+        self.component = loaded.component
+        self.environment = dict(environment)
+        self.stdio = stdio
+        self.limits = limits
+        try:
+            self.export = abi.HandlerExport.find(self.component)
+        except abi.ExportNotFound:
+            exports = abi.exported_names(self.component, engine.wasmtime)
+            hint = ""
+            if any(e.startswith("wasi:http/incoming-handler") for e in exports):
+                hint = (
+                    "; wasi:http/incoming-handler is not served by this host, build against "
+                    "the world in wit/ instead (see wit/README.md)"
+                )
+            raise ComponentError(
+                f'component "{component_id}" does not export {abi.INCOMING_HANDLER} '
+                f"(it exports: {', '.join(exports) or 'nothing'}){hint}"
+            ) from None
+        self.linker = self._link(allow_wasi_http)
+        self.pool: InstancePool[_Instance] = InstancePool(component_id, self._instantiate,
+                                                          pool_size)
+
+    def _link(self, allow_wasi_http: bool) -> wc.Linker:
+        linker = wc.Linker(self.engine.wasmtime)
+        linker.add_wasip2()
+        self.wasi_http = False
+        imports = abi.imported_names(self.component, self.engine.wasmtime)
+        if any(name.startswith(WASI_HTTP_PREFIX) for name in imports):
+            if allow_wasi_http:
+                linker.add_wasi_http()
+                self.wasi_http = True
+            else:
+                # componentize-js imports wasi:http for `fetch` whether or not the
+                # app uses it. Rust's implementation has no allow-list hook, so it
+                # is linked only for components allowed to reach every host.
+                linker.define_unknown_imports_as_traps(self.component)
+                log.info(
+                    'component "%s" imports wasi:http but its allowed_outbound_hosts does '
+                    'not allow every host ("*://*:*"): calls to wasi:http will trap',
+                    self.id,
+                )
+        return linker
+
+    def start(self) -> None:
+        """Instantiate the pool now: link and start-up errors surface before serving."""
+        try:
+            self.pool.start()
+        except wasmtime.WasmtimeError as exc:
+            raise ComponentError(
+                f'component "{self.id}" cannot be instantiated: {_first_line(exc)}'
+            ) from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _instantiate(self) -> _Instance:
+        store = wasmtime.Store(self.engine.wasmtime)
+        wasi = wasmtime.WasiConfig()
+        wasi.env = list(self.environment.items())
+        wasi.stdout_custom = self.stdio.stdout
+        wasi.stderr_custom = self.stdio.stderr
+        store.set_wasi(wasi)
+        if self.wasi_http:
+            store.set_wasi_http()
+        store.set_limits(memory_size=self.limits.memory_bytes)
+        store.set_epoch_deadline(self.engine.ticks(self.limits.instantiate_seconds))
+        instance = self.linker.instantiate(store, self.component)
+        return _Instance(store, self.export.bind(store, instance))
+
+    def handle(self, request: abi.HttpRequest) -> abi.HttpResponse:
+        """Run one request in a fresh instance. Blocking: call it off the event loop."""
+        instance = self.pool.take()
+        instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
+        try:
+            return abi.call_handler(instance.store, instance.handle, request)
+        except wasmtime.WasmtimeError as exc:
+            raise GuestError(_first_line(exc)) from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise GuestError(f"invalid response from guest: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,779 @@
+"""spin.toml (manifest version 2, or version 1 converted) -> frozen dataclasses.
+
+Parsing is strict, as Spin's serde `deny_unknown_fields` is: an unknown key or a
+wrong type is an error naming the file, the table, the key and the value, so
+nothing a user writes is silently ignored. Code after `load_manifest` trusts
+these types and never re-validates.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from host.errors import ManifestError
+
+MANIFEST_FILE = "spin.toml"
+
+Frozen = Mapping[str, str]
+
+
+def _frozen(d: dict[str, str]) -> Frozen:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An application variable from `[variables]`."""
+
+    name: str
+    default: str | None
+    required: bool = False
+    secret: bool = False
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Local component source: a path relative to the manifest directory."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """`source = { url, digest }`: parsed, but downloading is not supported yet."""
+
+    url: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class RegistrySource:
+    """`source = { registry?, package, version }`: parsed, not supported yet."""
+
+    package: str
+    version: str
+    registry: str | None = None
+
+
+Source = FileSource | UrlSource | RegistrySource
+
+
+@dataclass(frozen=True)
+class FilePattern:
+    """A `files` string entry: a glob or path relative to the app directory."""
+
+    pattern: str
+
+
+@dataclass(frozen=True)
+class FileMapping:
+    """A `files` table entry: a host path mounted at an absolute guest path."""
+
+    source: str
+    destination: str
+
+
+FileMount = FilePattern | FileMapping
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`[component.ID.build]`: shell commands run in `workdir`, in order."""
+
+    commands: tuple[str, ...]
+    workdir: str | None = None
+    watch: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Component:
+    """A `[component.ID]` table."""
+
+    id: str
+    source: Source
+    description: str | None = None
+    files: tuple[FileMount, ...] = ()
+    exclude_files: tuple[str, ...] = ()
+    environment: Frozen = field(default_factory=lambda: _frozen({}))
+    allowed_outbound_hosts: tuple[str, ...] = ()
+    key_value_stores: tuple[str, ...] = ()
+    sqlite_databases: tuple[str, ...] = ()
+    variables: Frozen = field(default_factory=lambda: _frozen({}))
+    build: BuildConfig | None = None
+
+
+@dataclass(frozen=True)
+class Executor:
+    """How a trigger's component is run: `http` (our WIT) or `wagi` (CGI)."""
+
+    kind: Literal["http", "wagi"] = "http"
+    argv: str = "${SCRIPT_NAME} ${ARGS}"
+    entrypoint: str = "_start"
+
+
+@dataclass(frozen=True)
+class StaticResponse:
+    """`static_response` (Spin 3.5+): the trigger answers without a component."""
+
+    status: int = 200
+    headers: Frozen = field(default_factory=lambda: _frozen({}))
+    body: str = ""
+
+
+@dataclass(frozen=True)
+class HttpTrigger:
+    """A `[[trigger.http]]` entry. `route` is None for `{ private = true }`."""
+
+    id: str
+    route: str | None
+    component: str | None
+    executor: Executor = Executor()
+    static_response: StaticResponse | None = None
+
+    @property
+    def private(self) -> bool:
+        return self.route is None
+
+
+@dataclass(frozen=True)
+class Application:
+    name: str
+    version: str | None = None
+    description: str | None = None
+    authors: tuple[str, ...] = ()
+    base: str = "/"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    application: Application
+    variables: Mapping[str, Variable]
+    triggers: tuple[HttpTrigger, ...]
+    components: Mapping[str, Component]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+
+# ---------------------------------------------------------------------------
+# Identifiers (Spin's KebabId and LowerSnakeId rules)
+
+_ID_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+
+
+def id_error(value: str, sep: str, lower_only: bool) -> str | None:
+    """Return why `value` is not a valid Spin id, or None if it is valid."""
+    if not value:
+        return "empty"
+    other = "_" if sep == "-" else "-"
+    if other in value:
+        return f"words must be separated with '{sep}', not '{other}'"
+    for word in value.split(sep):
+        if not word:
+            return f"'{sep}'-separated words must not be empty"
+        if not word[0].isascii() or not word[0].isalpha():
+            return f"'{sep}'-separated words must start with an ASCII letter; got '{word[0]}'"
+        for ch in word:
+            if not (ch.isascii() and ch.isalnum()):
+                return f"'{sep}'-separated words may only contain alphanumeric ASCII; got '{ch}'"
+        if lower_only:
+            if word != word.lower():
+                return "Lower-case identifiers must be all lowercase"
+        elif word != word.lower() and word != word.upper():
+            return f"'{sep}'-separated words must be all lowercase or all UPPERCASE"
+    return None
+
+
+_LABEL = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*\Z")
+
+
+# ---------------------------------------------------------------------------
+# A strict table reader: every key is taken once; leftovers are errors.
+
+
+class _Table:
+    def __init__(self, file: Path, where: str, data: Any) -> None:
+        self.file = file
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail(f"{where} must be a table, got {_show(data)}")
+        self.data: dict[str, Any] = dict(data)
+
+    def fail(self, message: str) -> ManifestError:
+        raise ManifestError(f"{self.file}: {message}")
+
+    def key_error(self, key: str, message: str) -> ManifestError:
+        return self.fail(f"{self.where} key '{key}': {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def take_any(self, key: str) -> Any:
+        return self.data.pop(key, None)
+
+    def string(self, key: str, required: bool = False) -> str | None:
+        value = self.data.pop(key, None)
+        if value is None:
+            if required:
+                self.fail(f"{self.where} is missing the required key '{key}'")
+            return None
+        if not isinstance(value, str):
+            self.key_error(key, f"expected a string, got {_show(value)}")
+        return value
+
+    def boolean(self, key: str, default: bool = False) -> bool:
+        value = self.data.pop(key, default)
+        if not isinstance(value, bool):
+            self.key_error(key, f"expected true or false, got {_show(value)}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.data.pop(key, [])
+        if not isinstance(value, list):
+            self.key_error(key, f"expected an array of strings, got {_show(value)}")
+        for item in value:
+            if not isinstance(item, str):
+                self.key_error(key, f"expected an array of strings, got element {_show(item)}")
+        return tuple(value)
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self.data.pop(key, {})
+        if not isinstance(value, dict):
+            self.key_error(key, f"expected a table of strings, got {_show(value)}")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self.key_error(key, f"value of '{k}' must be a string, got {_show(v)}")
+        return dict(value)
+
+    def table(self, key: str, where: str, required: bool = False) -> _Table | None:
+        value = self.data.pop(key, None)
+        if value is None:
+            if required:
+                self.fail(f"{self.where} is missing the required table '{key}'")
+            return None
+        return _Table(self.file, where, value)
+
+    def finish(self) -> None:
+        if self.data:
+            key = sorted(self.data)[0]
+            self.fail(f"{self.where} has unknown key '{key}' (value {_show(self.data[key])})")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def find_manifest(from_path: str | Path | None) -> Path:
+    """Resolve `-f`: a spin.toml file or a directory that contains one."""
+    path = Path(from_path) if from_path else Path(MANIFEST_FILE)
+    if path.is_dir():
+        candidate = path / MANIFEST_FILE
+        if not candidate.is_file():
+            raise ManifestError(f"{path}: directory has no {MANIFEST_FILE}")
+        return candidate.resolve()
+    if not path.exists():
+        if from_path is None:
+            raise ManifestError(
+                f"Default file '{MANIFEST_FILE}' not found. Run from an app directory "
+                "or pass -f PATH (a spin.toml or a directory containing one)"
+            )
+        raise ManifestError(f"{path}: no such file or directory")
+    return path.resolve()
+
+
+def load_manifest(from_path: str | Path | None = None) -> Manifest:
+    path = find_manifest(from_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
+    return parse_manifest(text, path)
+
+
+def parse_manifest(text: str, path: Path) -> Manifest:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+    version = data.get("spin_manifest_version", data.get("spin_version"))
+    if version is None:
+        raise ManifestError(f"{path}: missing field `spin_manifest_version` (use 2)")
+    warnings: list[str] = []
+    if version == "1":
+        data = _convert_v1(path, data)
+        warnings.append(
+            f"{path}: manifest version 1 is deprecated and was converted in memory; "
+            "convert the file to `spin_manifest_version = 2` "
+            "([application], [[trigger.http]], [component.ID])"
+        )
+    elif version != 2 or isinstance(version, bool):
+        shown = f'"{version}"' if isinstance(version, str) else _show(version)
+        raise ManifestError(
+            f"{path}: invalid manifest version: {shown} "
+            "(spin_manifest_version must be the integer 2, or the string \"1\")"
+        )
+    return _parse_v2(path, data, warnings)
+
+
+def _parse_v2(path: Path, data: dict[str, Any], warnings: list[str]) -> Manifest:
+    top = _Table(path, "top level", data)
+    top.take_any("spin_manifest_version")
+    app_table = top.table("application", "[application]", required=True)
+    assert app_table is not None
+    application = _parse_application(app_table, warnings)
+    variables = _parse_variables(top.table("variables", "[variables]"))
+    comp_tables = top.table("component", "[component]")
+    components: dict[str, Component] = {}
+    if comp_tables is not None:
+        for cid in list(comp_tables.data):
+            err = id_error(cid, "-", lower_only=False)
+            if err:
+                top.fail(f"[component.{cid}]: invalid component id \"{cid}\": {err}")
+            table = _Table(path, f"[component.{cid}]", comp_tables.data.pop(cid))
+            components[cid] = _parse_component(cid, table, variables, warnings)
+    trig = top.table("trigger", "[trigger]", required=True)
+    assert trig is not None
+    triggers = _parse_triggers(trig, components, variables, warnings)
+    top.finish()
+    return Manifest(
+        path=path,
+        application=application,
+        variables=MappingProxyType(variables),
+        triggers=tuple(triggers),
+        components=MappingProxyType(components),
+        warnings=tuple(warnings),
+    )
+
+
+def _parse_application(t: _Table, warnings: list[str]) -> Application:
+    name = t.string("name", required=True)
+    assert name is not None
+    version = t.string("version")
+    description = t.string("description")
+    authors = t.strings("authors")
+    t.strings("targets")
+    tool = t.take_any("tool")
+    if tool is not None and not isinstance(tool, dict):
+        t.key_error("tool", f"expected a table, got {_show(tool)}")
+    base = "/"
+    triggers = t.table("trigger", "[application.trigger]")
+    if triggers is not None:
+        http = triggers.table("http", "[application.trigger.http]")
+        if http is not None:
+            base = http.string("base") or "/"
+            http.finish()
+            if base != "/":
+                http.key_error(
+                    "base",
+                    f'"{base}" is not supported: the deprecated trigger base must be "/"; '
+                    "prepend it to each [[trigger.http]] route instead",
+                )
+            warnings.append(
+                "[application.trigger.http] base is deprecated and has no effect; remove it"
+            )
+        triggers.finish()
+    t.finish()
+    return Application(name, version, description, authors, base)
+
+
+def _parse_variables(t: _Table | None) -> dict[str, Variable]:
+    out: dict[str, Variable] = {}
+    if t is None:
+        return out
+    for name in list(t.data):
+        err = id_error(name, "_", lower_only=True)
+        if err:
+            t.fail(f"[variables] invalid variable name \"{name}\": {err}")
+        v = _Table(t.file, f"[variables.{name}]", t.data.pop(name))
+        description = v.string("description")
+        default = v.string("default")
+        required = v.boolean("required")
+        secret = v.boolean("secret")
+        v.finish()
+        if required == (default is not None):
+            v.fail(
+                f"[variables.{name}] must be `required` OR have a `default` "
+                f"(required = {_show(required)}, default = "
+                f"{'unset' if default is None else _show(default)})"
+            )
+        out[name] = Variable(name, default, required, secret, description)
+    return out
+
+
+_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
+
+
+def check_template(t: _Table, key: str, template: str, variables: Mapping[str, Variable]) -> None:
+    """Reject templates that are unbalanced or name an undeclared app variable."""
+    rest = _TEMPLATE.sub("", template)
+    if "{{" in rest or "}}" in rest:
+        t.key_error(key, f'invalid variable template "{template}": unbalanced braces')
+    for match in _TEMPLATE.finditer(template):
+        name = match.group(1).strip()
+        if name not in variables:
+            t.key_error(
+                key,
+                f'invalid variable template "{template}": unknown variable "{name}" '
+                "(declare it in [variables])",
+            )
+
+
+def _parse_component(
+    cid: str, t: _Table, variables: Mapping[str, Variable], warnings: list[str]
+) -> Component:
+    source = _parse_source(t)
+    description = t.string("description")
+    files = _parse_files(t)
+    exclude_files = t.strings("exclude_files")
+    environment = t.string_map("environment")
+    hosts = list(t.strings("allowed_outbound_hosts"))
+    if t.has("allowed_http_hosts"):
+        legacy = t.strings("allowed_http_hosts")
+        hosts.extend(_convert_http_hosts(legacy))
+        warnings.append(
+            f"[component.{cid}] allowed_http_hosts is deprecated: "
+            f"use allowed_outbound_hosts = {_toml_list(_convert_http_hosts(legacy))}"
+        )
+    for host in hosts:
+        check_template(t, "allowed_outbound_hosts", host, variables)
+        if host == "insecure:allow-all":
+            t.key_error(
+                "allowed_outbound_hosts",
+                '"insecure:allow-all" is not a valid entry; use "*://*:*"',
+            )
+    kv = t.strings("key_value_stores")
+    sqlite = t.strings("sqlite_databases")
+    for key, labels in (("key_value_stores", kv), ("sqlite_databases", sqlite)):
+        for label in labels:
+            if not _LABEL.match(label):
+                t.key_error(key, f'invalid label "{label}": expected kebab-case or snake_case')
+    comp_vars = t.string_map("variables")
+    for name, template in comp_vars.items():
+        err = id_error(name, "_", lower_only=True)
+        if err:
+            t.key_error("variables", f'invalid variable name "{name}": {err}')
+        check_template(t, "variables", template, variables)
+    build = _parse_build(t.table("build", f"[component.{cid}.build]"))
+    t.strings("targets")
+    for unsupported in ("ai_models",):
+        if t.strings(unsupported):
+            t.key_error(unsupported, "AI models are not supported by this host; remove the key")
+    for unsupported in ("dependencies", "profile"):
+        if t.take_any(unsupported):
+            t.key_error(unsupported, "not supported by this host yet; remove the key")
+    if t.has("dependencies_inherit_configuration"):
+        t.boolean("dependencies_inherit_configuration")
+    t.take_any("tool")  # [component.ID.tool.*] is for external tools; Spin ignores it too.
+    t.finish()
+    return Component(
+        id=cid,
+        source=source,
+        description=description,
+        files=files,
+        exclude_files=exclude_files,
+        environment=_frozen(environment),
+        allowed_outbound_hosts=tuple(hosts),
+        key_value_stores=kv,
+        sqlite_databases=sqlite,
+        variables=_frozen(comp_vars),
+        build=build,
+    )
+
+
+def _parse_source(t: _Table) -> Source:
+    value = t.take_any("source")
+    if value is None:
+        t.fail(f"{t.where} is missing the required key 'source'")
+    if isinstance(value, str):
+        if not value:
+            t.key_error("source", "must not be empty")
+        return FileSource(Path(value))
+    if isinstance(value, dict):
+        s = _Table(t.file, f"{t.where} source", value)
+        if s.has("url"):
+            url = s.string("url", required=True)
+            digest = s.string("digest", required=True)
+            s.finish()
+            assert url is not None and digest is not None
+            if not digest.startswith("sha256:"):
+                t.key_error("source", f"invalid `digest` \"{digest}\"; must start with 'sha256:'")
+            return UrlSource(url, digest)
+        package = s.string("package", required=True)
+        version = s.string("version", required=True)
+        registry = s.string("registry")
+        s.finish()
+        assert package is not None and version is not None
+        return RegistrySource(package, version, registry)
+    t.key_error("source", f"expected a path string or a table, got {_show(value)}")
+    raise AssertionError  # unreachable
+
+
+def _parse_files(t: _Table) -> tuple[FileMount, ...]:
+    value = t.take_any("files")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        t.key_error("files", f"expected an array, got {_show(value)}")
+    out: list[FileMount] = []
+    for item in value:
+        if isinstance(item, str):
+            if item in (".", "..", ""):
+                t.key_error("files", f'"{item}" is not allowed; name files or globs')
+            out.append(FilePattern(item))
+        elif isinstance(item, dict):
+            m = _Table(t.file, f"{t.where} files entry", item)
+            source = m.string("source", required=True)
+            destination = m.string("destination", required=True)
+            m.finish()
+            assert source is not None and destination is not None
+            if not destination.startswith("/"):
+                t.key_error("files", f'destination "{destination}" must be an absolute path')
+            out.append(FileMapping(source, destination))
+        else:
+            t.key_error("files", f"entries must be strings or tables, got {_show(item)}")
+    return tuple(out)
+
+
+def _parse_build(t: _Table | None) -> BuildConfig | None:
+    if t is None:
+        return None
+    command = t.take_any("command")
+    if isinstance(command, str):
+        commands: tuple[str, ...] = (command,)
+    elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+        commands = tuple(command)
+    else:
+        t.key_error("command", f"expected a string or an array of strings, got {_show(command)}")
+    workdir = t.string("workdir")
+    if workdir is not None and Path(workdir).is_absolute():
+        t.key_error(
+            "workdir",
+            f'"{workdir}": The workdir specified in the application file must be relative.',
+        )
+    watch = t.strings("watch")
+    t.finish()
+    return BuildConfig(commands, workdir, watch)
+
+
+def _parse_triggers(
+    t: _Table,
+    components: dict[str, Component],
+    variables: Mapping[str, Variable],
+    warnings: list[str],
+) -> list[HttpTrigger]:
+    kinds = list(t.data)
+    for kind in kinds:
+        if kind != "http":
+            t.fail(f"[[trigger.{kind}]]: trigger type '{kind}' is not supported (only http)")
+    entries = t.data.pop("http", [])
+    if not isinstance(entries, list) or not entries:
+        t.fail("[[trigger.http]] must be a non-empty array of tables")
+    parsed: list[tuple[_Table, str | None, Any]] = []
+    for n, raw in enumerate(entries, start=1):
+        tt = _Table(t.file, f"[[trigger.http]] #{n}", raw)
+        tid = tt.string("id")
+        parsed.append((tt, tid, raw))
+    used_ids = {tid for _, tid, _ in parsed if tid}
+    triggers: list[HttpTrigger] = []
+    counter = 0
+    for tt, tid, _ in parsed:
+        comp_value = tt.take_any("component")
+        if tid is None:
+            if isinstance(comp_value, str):
+                tid = f"{comp_value}-http-trigger"
+            else:
+                counter += 1
+                while f"http-trigger{counter}" in used_ids:
+                    counter += 1
+                tid = f"http-trigger{counter}"
+            used_ids.add(tid)
+        tt.where = f"[[trigger.http]] '{tid}'"
+        static = _parse_static_response(tt)
+        component_id: str | None = None
+        if isinstance(comp_value, str):
+            if comp_value not in components:
+                tt.key_error("component", f'no such component "{comp_value}"')
+            component_id = comp_value
+        elif isinstance(comp_value, dict):
+            inline_id = f"{tid}-component"
+            if id_error(inline_id, "-", False) or inline_id in components:
+                k = 1
+                while f"inline-component{k}" in components:
+                    k += 1
+                inline_id = f"inline-component{k}"
+            ct = _Table(t.file, f"{tt.where} inline component", comp_value)
+            components[inline_id] = _parse_component(inline_id, ct, variables, warnings)
+            component_id = inline_id
+        elif comp_value is not None:
+            tt.key_error("component", f"expected a component id or a table, got {_show(comp_value)}")
+        if (component_id is None) == (static is None):
+            tt.fail(
+                "Triggers must specify either component or static_response - "
+                f"{tid} has {'neither' if component_id is None else 'both'}"
+            )
+        route = _parse_route(tt, tid)
+        executor = _parse_executor(tt, tid)
+        tt.take_any("components")
+        tt.finish()
+        triggers.append(HttpTrigger(tid, route, component_id, executor, static))
+    t.finish()
+    return triggers
+
+
+def _parse_route(tt: _Table, tid: str) -> str | None:
+    value = tt.take_any("route")
+    if value is None:
+        tt.fail(f"{tt.where} is missing the required key 'route'")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"private"} and value["private"] is True:
+        return None
+    if isinstance(value, dict) and value.get("private") is False:
+        tt.key_error(
+            "route",
+            f"route must be a string pattern or '{{ private = true }}': '{tid}' has "
+            "{ private = false }",
+        )
+    tt.key_error(
+        "route", f"route must be a string pattern or '{{ private = true }}', got {_show(value)}"
+    )
+    raise AssertionError  # unreachable
+
+
+def _parse_executor(tt: _Table, tid: str) -> Executor:
+    e = tt.table("executor", f"{tt.where} executor")
+    if e is None:
+        return Executor()
+    kind = e.string("type", required=True)
+    if kind in ("http", "spin"):
+        e.finish()
+        return Executor("http")
+    if kind == "wagi":
+        argv = e.string("argv") or "${SCRIPT_NAME} ${ARGS}"
+        entrypoint = e.string("entrypoint") or "_start"
+        e.finish()
+        if entrypoint != "_start":
+            e.fail(
+                f"{tt.where}: Wagi component '{tid}' cannot use deprecated 'entrypoint' field "
+                f'(got "{entrypoint}"; only "_start" is supported)'
+            )
+        return Executor("wagi", argv, entrypoint)
+    e.key_error("type", f'unknown executor type "{kind}" (expected "http", "spin" or "wagi")')
+    raise AssertionError  # unreachable
+
+
+def _parse_static_response(tt: _Table) -> StaticResponse | None:
+    s = tt.table("static_response", f"{tt.where} static_response")
+    if s is None:
+        return None
+    status = s.take_any("status_code")
+    if status is None:
+        status = 200
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:
+        s.key_error("status_code", f"expected an HTTP status code, got {_show(status)}")
+    headers = s.string_map("headers")
+    body = s.string("body") or ""
+    s.finish()
+    return StaticResponse(status, _frozen(headers), body)
+
+
+# ---------------------------------------------------------------------------
+# Manifest version 1, converted as Spin's compat layer does
+
+
+def _convert_http_hosts(hosts: tuple[str, ...] | list[str]) -> list[str]:
+    out: list[str] = []
+    for h in hosts:
+        if h == "insecure:allow-all":
+            out.extend(["http://*:*", "https://*:*", "http://self"])
+        else:
+            out.extend([f"http://{h}", f"https://{h}"])
+    return out
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    top = _Table(path, "top level (manifest v1)", data)
+    top.take_any("spin_manifest_version")
+    top.take_any("spin_version")
+    app: dict[str, Any] = {"name": top.string("name", required=True)}
+    for key in ("version", "description"):
+        value = top.string(key)
+        if value is not None:
+            app[key] = value
+    if top.has("authors"):
+        app["authors"] = list(top.strings("authors"))
+    trigger = top.table("trigger", "[trigger] (manifest v1)", required=True)
+    assert trigger is not None
+    kind = trigger.string("type", required=True)
+    if kind != "http":
+        trigger.key_error("type", f'trigger type "{kind}" is not supported (only "http")')
+    base = trigger.string("base")
+    trigger.finish()
+    if base is not None:
+        app["trigger"] = {"http": {"base": base}}
+    out: dict[str, Any] = {"spin_manifest_version": 2, "application": app}
+    variables = top.take_any("variables")
+    if variables is not None:
+        out["variables"] = variables
+    comps = top.take_any("component") or []
+    if not isinstance(comps, list):
+        top.key_error("component", "expected an array of [[component]] tables")
+    components: dict[str, Any] = {}
+    triggers: list[dict[str, Any]] = []
+    for n, raw in enumerate(comps, start=1):
+        c = _Table(path, f"[[component]] #{n} (manifest v1)", raw)
+        cid_raw = c.string("id", required=True)
+        assert cid_raw is not None
+        cid = cid_raw.replace("_", "-").lower()
+        ctrig = c.table("trigger", f"[component.trigger] of '{cid_raw}'", required=True)
+        assert ctrig is not None
+        trig: dict[str, Any] = {"id": f"trigger-{cid}", "component": cid}
+        route = ctrig.take_any("route")
+        if route is not None:
+            trig["route"] = route
+        executor = ctrig.take_any("executor")
+        if executor is not None:
+            trig["executor"] = executor
+        ctrig.finish()
+        comp: dict[str, Any] = {}
+        for key, value in c.data.items():
+            comp["variables" if key == "config" else key] = value
+        if "allowed_outbound_hosts" not in comp:
+            comp["allowed_outbound_hosts"] = ["redis://*:*", "mysql://*:*", "postgres://*:*"]
+        components[cid] = comp
+        triggers.append(trig)
+    top.finish()
+    out["component"] = components
+    out["trigger"] = {"http": triggers}
+    return out

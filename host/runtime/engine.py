@@ -1,0 +1,134 @@
+"""One wasmtime Engine per process, its epoch ticker, and the on-disk compile cache.
+
+Compiling a large component (componentize-py output: 18 MB) takes seconds;
+loading a serialized artifact takes tens of milliseconds. Artifacts are keyed by
+the component's content digest, the wasmtime version and the engine settings,
+and written with an atomic rename, so several host processes on one node (pods
+sharing a cache volume) can fill and read the same cache safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+import wasmtime.component as wc
+
+from host.errors import ComponentError
+
+log = logging.getLogger("host.engine")
+
+# Engine settings that change the compiled code; part of every cache key.
+EPOCH_TICK_SECONDS = 0.01
+ENGINE_SETTINGS = "epoch_interruption=1;cranelift_opt_level=speed;v1"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "spinhost" / "compiled"
+
+
+@dataclass(frozen=True)
+class LoadedComponent:
+    component: wc.Component
+    digest: str
+    cached: bool  # True when the compiled artifact came from the cache
+    seconds: float  # time spent compiling or deserializing
+
+
+class Engine:
+    """The process-wide wasmtime engine and compile cache."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.cranelift_opt_level = "speed"
+        self.wasmtime = wasmtime.Engine(config)
+        self.cache_dir = cache_dir
+        self.cache_version = f"wasmtime-py-{_wasmtime_version()};{ENGINE_SETTINGS}"
+        self._ticker_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # -- epochs -------------------------------------------------------------
+
+    def ticks(self, seconds: float) -> int:
+        """Epoch ticks for a deadline of `seconds`."""
+        return max(1, int(seconds / EPOCH_TICK_SECONDS) + 1)
+
+    def start_ticker(self) -> None:
+        """Advance the epoch in the background so store deadlines can fire."""
+        if self._ticker is not None:
+            return
+
+        def tick() -> None:
+            while not self._ticker_stop.wait(EPOCH_TICK_SECONDS):
+                self.wasmtime.increment_epoch()
+
+        self._ticker = threading.Thread(target=tick, name="epoch-ticker", daemon=True)
+        self._ticker.start()
+
+    def stop_ticker(self) -> None:
+        self._ticker_stop.set()
+
+    # -- compile cache ------------------------------------------------------
+
+    def load(self, path: Path, owner: str) -> LoadedComponent:
+        """Compile `path` (or load it from the cache). `owner` names it in errors."""
+        try:
+            wasm = path.read_bytes()
+        except OSError as exc:
+            raise ComponentError(
+                f"component \"{owner}\": cannot read source {path}: {exc.strerror or exc}"
+            ) from None
+        digest = hashlib.sha256(wasm).hexdigest()
+        key = hashlib.sha256(f"{digest};{self.cache_version}".encode()).hexdigest()
+        start = time.perf_counter()
+        cached_path = self.cache_dir / f"{key}.cwasm" if self.cache_dir else None
+        if cached_path is not None and cached_path.is_file():
+            try:
+                component = wc.Component.deserialize_file(self.wasmtime, str(cached_path))
+                return LoadedComponent(component, digest, True, time.perf_counter() - start)
+            except wasmtime.WasmtimeError as exc:
+                log.warning("discarding unreadable cache entry %s: %s", cached_path, exc)
+        try:
+            component = wc.Component(self.wasmtime, wasm)
+        except wasmtime.WasmtimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+            raise ComponentError(
+                f"component \"{owner}\": {path} is not a valid WebAssembly component: {first}"
+            ) from None
+        seconds = time.perf_counter() - start
+        if cached_path is not None:
+            self._store(cached_path, component)
+        return LoadedComponent(component, digest, False, seconds)
+
+    def _store(self, cached_path: Path, component: wc.Component) -> None:
+        # Best effort: a read-only or full cache must not stop the app serving.
+        try:
+            cached_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached_path.parent, prefix=".tmp-", suffix=".cwasm")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(component.serialize())
+                os.replace(tmp, cached_path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            log.warning("cannot write compile cache %s: %s", cached_path.parent, exc)
+
+
+def _wasmtime_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("wasmtime")
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        return "unknown"

@@ -1,0 +1,83 @@
+"""Pools of pre-instantiated, never-used component instances.
+
+Instantiation happens ahead of time on a background thread, off the request
+path; a request takes a fresh instance and the instance is dropped afterwards,
+so no guest state survives from one request to the next. When a burst drains
+the pool, the request instantiates inline rather than wait for the refiller.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+log = logging.getLogger("host.pool")
+
+T = TypeVar("T")
+
+DEFAULT_POOL_SIZE = 4
+
+
+class InstancePool(Generic[T]):
+    def __init__(self, name: str, factory: Callable[[], T], size: int = DEFAULT_POOL_SIZE):
+        self.name = name
+        self.size = max(0, size)
+        self._factory = factory
+        self._ready: collections.deque[T] = collections.deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.created = 0  # instances made, in the background or inline
+        self.misses = 0  # requests that found the pool empty
+
+    def start(self) -> None:
+        """Fill the pool once (so start-up errors surface now), then refill in background."""
+        self._fill()
+        self._thread = threading.Thread(target=self._refill_loop, name=f"pool-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def take(self) -> T:
+        try:
+            item = self._ready.popleft()
+        except IndexError:
+            self.misses += 1
+            item = self._make()
+        with self._wake:
+            self._wake.notify()
+        return item
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._ready.clear()
+
+    def _make(self) -> T:
+        item = self._factory()
+        self.created += 1
+        return item
+
+    def _fill(self) -> None:
+        while len(self._ready) < self.size and not self._closed:
+            self._ready.append(self._make())
+
+    def _refill_loop(self) -> None:
+        while True:
+            with self._wake:
+                while len(self._ready) >= self.size and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+            try:
+                self._fill()
+            except Exception:  # keep refilling later; requests instantiate inline meanwhile
+                log.exception("pool %s: background instantiation failed", self.name)
+                with self._wake:
+                    self._wake.wait(timeout=1.0)

@@ -1,0 +1,177 @@
+"""The ASGI application: built-in endpoints, Spin routing, spin-* headers, executors.
+
+The request path reads top to bottom in `HostApp.__call__`: well-known
+endpoints, route match, body, headers, executor (off the event loop), response.
+Failures become responses in one place (`_fail`): the client gets a bare status,
+the log gets the component id and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from host.app import App
+from host.executors.component import GuestError
+from host.routing import WELL_KNOWN_PREFIX, RouteMatch
+from host.runtime.abi import HttpRequest, HttpResponse
+
+log = logging.getLogger("host.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Response headers the host computes itself; a guest's copies are dropped.
+_HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+
+
+class HostApp:
+    def __init__(self, app: App, scheme: str = "http") -> None:
+        self.app = app
+        self.scheme = scheme
+        self._warned_no_match = False
+        info: dict[str, str] = {"name": app.manifest.application.name}
+        if app.manifest.application.version is not None:
+            info["version"] = app.manifest.application.version
+        self._info = json.dumps(info, indent=2).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets are not part of Spin's HTTP trigger
+            return
+        path = scope.get("raw_path") or scope["path"].encode()
+        raw_path = path.decode("latin-1").split("?", 1)[0]
+        if raw_path.startswith(WELL_KNOWN_PREFIX):
+            await self._well_known(raw_path, scope, receive, send)
+            return
+        match = self.app.router.match(raw_path)
+        if match is None:
+            if not self._warned_no_match:
+                self._warned_no_match = True
+                log.warning(
+                    "no route matched %s; add a catch-all route (route = \"/...\") "
+                    "to handle every path", raw_path,
+                )
+            await _respond(send, 404)
+            return
+        static = self.app.static_responses.get(match.route.target)
+        if static is not None:
+            headers = [(k.encode(), v.encode()) for k, v in static.headers.items()]
+            await _respond(send, static.status, headers, static.body.encode())
+            return
+        assert match.route.component is not None
+        executor = self.app.executors[match.route.component]
+        body = await Request(scope, receive).body()
+        request = self._build_request(scope, raw_path, match, body)
+        try:
+            response: HttpResponse = await run_in_threadpool(executor.handle, request)
+            status, headers = _check_response(response)
+        except GuestError as exc:
+            log.error("Error processing request: component %s: %s", executor.id, exc)
+            await _respond(send, 500)
+            return
+        except Exception:
+            log.exception("Error processing request: component %s", executor.id)
+            await _respond(send, 500)
+            return
+        await _respond(send, status, headers, response.body)
+
+    def _build_request(
+        self, scope: Scope, raw_path: str, match: RouteMatch, body: bytes
+    ) -> HttpRequest:
+        query = scope.get("query_string", b"").decode("latin-1")
+        path_with_query = f"{raw_path}?{query}" if query else raw_path
+        headers: list[tuple[str, bytes]] = []
+        host: str | None = None
+        for name_b, value in scope["headers"]:
+            name = name_b.decode("latin-1").lower()
+            if name.startswith("spin-") or name == "connection":
+                continue  # [ours] the guest sees only host-computed spin-* values
+            if name == "host":
+                host = value.decode("latin-1")
+            headers.append((name, value))
+        route = match.route
+        client = scope.get("client")
+        spin = [
+            ("spin-full-url", f"{self.scheme}://{host or 'localhost'}{path_with_query}"),
+            ("spin-path-info", match.path_info),
+            ("spin-matched-route", route.based),
+            ("spin-base-path", "/"),
+            ("spin-raw-component-route", route.raw),
+            ("spin-component-route", route.component_route),
+            ("spin-client-addr", f"{client[0]}:{client[1]}" if client else ""),
+        ]
+        spin.extend(
+            (f"spin-path-match-{name.lower().replace('_', '-')}", value)
+            for name, value in match.params
+        )
+        headers.extend((name, value.encode("latin-1", "replace")) for name, value in spin)
+        return HttpRequest(
+            method=scope["method"],
+            scheme=self.scheme,
+            authority=host,
+            path_with_query=path_with_query,
+            headers=headers,
+            body=body,
+        )
+
+    async def _well_known(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        if path == WELL_KNOWN_PREFIX + "health":
+            await _respond(send, 200, [], b"OK")
+        elif path == WELL_KNOWN_PREFIX + "info":
+            await _respond(send, 200, [(b"content-type", b"application/json")], self._info)
+        else:
+            await _respond(send, 404)
+
+
+def _check_response(response: HttpResponse) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """Validate what the guest returned; anything malformed is a guest error."""
+    if not 100 <= response.status <= 599:
+        raise GuestError(f"invalid status code {response.status}")
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in response.headers:
+        try:
+            raw = name.lower().encode("ascii")
+        except UnicodeEncodeError:
+            raise GuestError(f"invalid response header name {name!r}") from None
+        if not raw or not raw.isascii() or any(c in raw for c in b" \t\r\n:()<>@,;\\\"/[]?={}"):
+            raise GuestError(f"invalid response header name {name!r}")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise GuestError(f"invalid value for response header {name!r}")
+        if raw not in _HOP_BY_HOP:
+            headers.append((raw, value))
+    return response.status, headers
+
+
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b""
+) -> None:
+    # Starlette's Response adds content-length (0 for an empty body) and nothing
+    # else when no media type is given: no default content-type, as we want.
+    response = Response(body, status_code=status)
+    response.raw_headers = [*(headers or []), *response.raw_headers]
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - responses never read
+    return {"type": "http.disconnect"}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -100,21 +100,9 @@ class HostApp:
             if name == "host":
                 host = value.decode("latin-1")
             headers.append((name, value))
-        route = match.route
         client = scope.get("client")
-        spin = [
-            ("spin-full-url", f"{self.scheme}://{host or 'localhost'}{path_with_query}"),
-            ("spin-path-info", match.path_info),
-            ("spin-matched-route", route.based),
-            ("spin-base-path", "/"),
-            ("spin-raw-component-route", route.raw),
-            ("spin-component-route", route.component_route),
-            ("spin-client-addr", f"{client[0]}:{client[1]}" if client else ""),
-        ]
-        spin.extend(
-            (f"spin-path-match-{name.lower().replace('_', '-')}", value)
-            for name, value in match.params
-        )
+        spin = spin_headers(match, self.scheme, host, path_with_query,
+                            f"{client[0]}:{client[1]}" if client else "")
         headers.extend((name, value.encode("latin-1", "replace")) for name, value in spin)
         return HttpRequest(
             method=scope["method"],
@@ -132,6 +120,27 @@ class HostApp:
             await _respond(send, 200, [(b"content-type", b"application/json")], self._info)
         else:
             await _respond(send, 404)
+
+
+def spin_headers(
+    match: RouteMatch, scheme: str, host: str | None, path_with_query: str, client_addr: str
+) -> list[tuple[str, str]]:
+    """The spin-* request headers, with Spin's value formats (SPIN.md section 3)."""
+    route = match.route
+    headers = [
+        ("spin-full-url", f"{scheme}://{host or 'localhost'}{path_with_query}"),
+        ("spin-path-info", match.path_info),
+        ("spin-matched-route", route.based),
+        ("spin-base-path", "/"),
+        ("spin-raw-component-route", route.raw),
+        ("spin-component-route", route.component_route),
+        ("spin-client-addr", client_addr),
+    ]
+    headers.extend(
+        (f"spin-path-match-{name.lower().replace('_', '-')}", value)
+        for name, value in match.params
+    )
+    return headers
 
 
 def _check_response(response: HttpResponse) -> tuple[int, list[tuple[bytes, bytes]]]:

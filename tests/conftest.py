@@ -1,0 +1,134 @@
+"""Shared fixtures: WAT components built at test time and a real `host up` process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import wat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def wat_components(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every tiny test component, built once per test session."""
+    out = tmp_path_factory.mktemp("wat")
+    bodies = {
+        "echo": wat.ECHO,
+        "fixed": wat.FIXED,
+        "trap": wat.TRAP,
+        "counter": wat.COUNTER,
+        "spin": wat.SPIN,
+        "status-999": wat.status(999),
+    }
+    return {name: wat.build_component(body, out / f"{name}.wasm") for name, body in bodies.items()}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+class HostProcess:
+    """A `python -m host up` subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.env = env
+        self.lines: list[str] = []
+        self.base_url = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._serving = threading.Event()
+
+    def start(self, timeout: float = 120.0) -> HostProcess:
+        env = dict(os.environ if self.env is None else self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "host", "up", "--listen", "127.0.0.1:0", *self.args],
+            cwd=self.cwd or ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not self._serving.wait(0.05):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("host did not start:\n" + self.output)
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            found = re.search(r"Serving (http://\S+)", line)
+            if found:
+                self.base_url = found.group(1)
+            if line.startswith("Available Routes:"):
+                self._serving.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_output(self, needle: str, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.output:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30.0)
+
+    def stop(self) -> int | None:
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        return self._proc.returncode
+
+    def __enter__(self) -> HostProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_host(*args: str, cwd: Path | None = None,
+             timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Run a non-serving `host` command (check, build) to completion."""
+    return subprocess.run([sys.executable, "-m", "host", *args], cwd=cwd or ROOT, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def write_app(directory: Path, manifest: str, components: dict[str, Path] | None = None) -> Path:
+    """Write a spin.toml (and copy component files next to it); return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, source in (components or {}).items():
+        (directory / name).write_bytes(source.read_bytes())
+    path = directory / "spin.toml"
+    path.write_text(manifest)
+    return path
+
+
+@pytest.fixture
+def host_process() -> Iterator[type[HostProcess]]:
+    yield HostProcess

@@ -1,0 +1,288 @@
+"""host/manifest.py: valid manifests parse; each malformed one names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from host.errors import ManifestError
+from host.manifest import (
+    FileMapping,
+    FilePattern,
+    FileSource,
+    UrlSource,
+    id_error,
+    load_manifest,
+    parse_manifest,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAD = """spin_manifest_version = 2
+[application]
+name = "app"
+"""
+TRIGGER = """
+[[trigger.http]]
+route = "/..."
+component = "web"
+"""
+COMPONENT = """
+[component.web]
+source = "web.wasm"
+"""
+VALID = HEAD + TRIGGER + COMPONENT
+
+
+def parse(text: str):
+    return parse_manifest(text, Path("/apps/x/spin.toml"))
+
+
+# (case id, manifest text, substrings the one-line error must contain)
+MALFORMED = [
+    ("empty file", "", ["spin_manifest_version"]),
+    ("bad toml", "spin_manifest_version = = 2", ["invalid TOML"]),
+    ("version 3", VALID.replace("= 2", "= 3", 1), ["invalid manifest version: 3"]),
+    ("version string 2", VALID.replace("= 2", '= "2"', 1), ['invalid manifest version: "2"']),
+    ("version bool", VALID.replace("= 2", "= true", 1), ["invalid manifest version"]),
+    ("no application", "spin_manifest_version = 2\n" + TRIGGER + COMPONENT, ["'application'"]),
+    ("no app name", "spin_manifest_version = 2\n[application]\nversion = '1'\n" + TRIGGER
+     + COMPONENT, ["[application]", "'name'"]),
+    ("app name not string", VALID.replace('name = "app"', "name = 5"), ["'name'", "5"]),
+    ("unknown app key", VALID.replace('name = "app"', 'name = "app"\ncolour = "red"'),
+     ["[application]", "'colour'", '"red"']),
+    ("authors not list", VALID.replace('name = "app"', 'name = "app"\nauthors = "me"'),
+     ["'authors'", "array"]),
+    ("base not slash", VALID.replace('name = "app"', 'name = "app"\n[application.trigger.http]\n'
+                                     'base = "/api"'), ["base", '"/api"']),
+    ("unknown top-level key", "extra = 1\n" + VALID, ["top level", "'extra'"]),
+    ("no trigger", HEAD + COMPONENT, ["'trigger'"]),
+    ("redis trigger", VALID + '\n[[trigger.redis]]\nchannel = "x"\ncomponent = "web"\n',
+     ["trigger.redis", "not supported"]),
+    ("trigger missing route", HEAD + '[[trigger.http]]\ncomponent = "web"\n' + COMPONENT,
+     ["web-http-trigger", "'route'"]),
+    ("trigger unknown key", VALID.replace('component = "web"', 'component = "web"\nroutes = 1'),
+     ["'routes'"]),
+    ("trigger no such component", VALID.replace('component = "web"', 'component = "nope"'),
+     ['no such component "nope"']),
+    ("trigger component wrong type", VALID.replace('component = "web"', "component = 42"),
+     ["'component'", "42"]),
+    ("private false", VALID.replace('route = "/..."', "route = { private = false }"),
+     ["{ private = false }", "web-http-trigger"]),
+    ("route wrong type", VALID.replace('route = "/..."', "route = 7"), ["'route'", "7"]),
+    ("neither component nor static", HEAD + '[[trigger.http]]\nroute = "/"\n' + COMPONENT,
+     ["either component or static_response", "neither"]),
+    ("both component and static", VALID.replace(
+        'component = "web"', 'component = "web"\nstatic_response = { body = "x" }'),
+     ["either component or static_response", "both"]),
+    ("unknown executor", VALID.replace('component = "web"',
+                                       'component = "web"\nexecutor = { type = "cgi" }'),
+     ["executor", '"cgi"']),
+    ("wagi entrypoint", VALID.replace(
+        'component = "web"', 'component = "web"\nexecutor = { type = "wagi", entrypoint = "go" }'),
+     ["entrypoint", '"go"']),
+    ("bad component id underscore", VALID.replace("[component.web]", "[component.bad_id]")
+     .replace('"web"', '"bad_id"'), ["bad_id", "separated with '-', not '_'"]),
+    ("bad component id digit", VALID.replace("[component.web]", '[component."1-2"]'),
+     ["1-2", "must start with an ASCII letter"]),
+    ("bad component id empty word", VALID.replace("[component.web]", '[component."a--b"]'),
+     ["a--b", "must not be empty"]),
+    ("bad component id mixed case", VALID.replace("[component.web]", "[component.Web]"),
+     ["Web", "all lowercase or all UPPERCASE"]),
+    ("component missing source", HEAD + TRIGGER + "[component.web]\ndescription = 'x'\n",
+     ["[component.web]", "'source'"]),
+    ("component source wrong type", VALID.replace('source = "web.wasm"', "source = 1"),
+     ["'source'", "1"]),
+    ("component url bad digest", VALID.replace(
+        'source = "web.wasm"', 'source = { url = "https://x/y.wasm", digest = "md5:00" }'),
+     ["digest", "md5:00", "sha256:"]),
+    ("component unknown key", VALID + "sauce = 'web.wasm'\n", ["[component.web]", "'sauce'"]),
+    ("environment not table", VALID + 'environment = "A=1"\n', ["'environment'", '"A=1"']),
+    ("environment value not string", VALID + "environment = { A = 1 }\n",
+     ["'environment'", "'A'", "1"]),
+    ("files not array", VALID + 'files = "static"\n', ["'files'"]),
+    ("files dot", VALID + 'files = ["."]\n', ["'files'", '"."']),
+    ("files mapping relative destination", VALID
+     + 'files = [{ source = "a", destination = "data" }]\n', ["destination", '"data"']),
+    ("files mapping unknown key", VALID + 'files = [{ source = "a", dest = "/d" }]\n',
+     ["files entry", "'destination'"]),
+    ("kv label bad", VALID + 'key_value_stores = ["My Store"]\n',
+     ["key_value_stores", "My Store", "kebab-case or snake_case"]),
+    ("sqlite label wrong type", VALID + "sqlite_databases = [1]\n", ["sqlite_databases"]),
+    ("allowed hosts not list", VALID + 'allowed_outbound_hosts = "*://*:*"\n',
+     ["allowed_outbound_hosts"]),
+    ("allowed hosts insecure", VALID + 'allowed_outbound_hosts = ["insecure:allow-all"]\n',
+     ["insecure:allow-all", "*://*:*"]),
+    ("component variable unknown app var", VALID + 'variables = { x = "{{ nope }}" }\n',
+     ["variables", 'unknown variable "nope"']),
+    ("component variable unbalanced", HEAD + '[variables]\nnope = { default = "1" }\n'
+     + TRIGGER + COMPONENT + 'variables = { x = "{{ nope" }\n', ["unbalanced"]),
+    ("app variable bad name", HEAD + '[variables]\na_1 = { default = "x" }\n' + TRIGGER
+     + COMPONENT, ["a_1", "must start with an ASCII letter; got '1'"]),
+    ("app variable dash", HEAD + '[variables]\na-b = { default = "x" }\n' + TRIGGER + COMPONENT,
+     ["a-b", "separated with '_', not '-'"]),
+    ("app variable upper", HEAD + '[variables]\nFOO = { default = "x" }\n' + TRIGGER + COMPONENT,
+     ["FOO", "all lowercase"]),
+    ("app variable neither", HEAD + "[variables]\nx = { secret = true }\n" + TRIGGER + COMPONENT,
+     ["[variables.x]", "`required` OR have a `default`"]),
+    ("app variable both", HEAD + '[variables]\nx = { required = true, default = "1" }\n' + TRIGGER
+     + COMPONENT, ["[variables.x]", "`required` OR have a `default`"]),
+    ("app variable unknown field", HEAD + '[variables]\nx = { default = "1", kind = "s" }\n'
+     + TRIGGER + COMPONENT, ["[variables.x]", "'kind'"]),
+    ("build command wrong type", VALID + "[component.web.build]\ncommand = 5\n",
+     ["[component.web.build]", "'command'", "5"]),
+    ("build workdir absolute", VALID + '[component.web.build]\ncommand = "make"\n'
+     'workdir = "/tmp"\n', ["workdir", "must be relative"]),
+    ("build unknown key", VALID + '[component.web.build]\ncommand = "make"\ncwd = "x"\n',
+     ["'cwd'"]),
+    ("static status not int", HEAD + '[[trigger.http]]\nroute = "/"\n'
+     'static_response = { status_code = "ok" }\n', ["status_code", '"ok"']),
+    ("dependencies unsupported", VALID + '[component.web.dependencies]\n"a:b/c" = "1.0"\n',
+     ["dependencies", "not supported"]),
+    ("v1 missing trigger", 'spin_manifest_version = "1"\nname = "x"\n', ["'trigger'"]),
+    ("v1 wrong trigger type", 'spin_manifest_version = "1"\nname = "x"\n'
+     'trigger = { type = "redis" }\n', ["redis", "not supported"]),
+]
+
+
+@pytest.mark.parametrize("text,needles", [(t, n) for _, t, n in MALFORMED],
+                         ids=[c for c, _, _ in MALFORMED])
+def test_malformed_manifest_errors_name_the_key(text: str, needles: list[str]) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse(text)
+    message = str(info.value)
+    assert message.startswith("/apps/x/spin.toml"), message
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+
+
+def test_at_least_thirty_malformed_cases() -> None:
+    assert len(MALFORMED) >= 30
+
+
+def test_full_manifest_parses_into_frozen_objects() -> None:
+    m = parse(HEAD + """
+version = "1.2.3"
+authors = ["a <a@example.com>"]
+[application.trigger.http]
+base = "/"
+[variables]
+api_host = { default = "example.com" }
+token = { required = true, secret = true }
+[[trigger.http]]
+route = "/api/..."
+component = "api"
+[[trigger.http]]
+id = "internal"
+route = { private = true }
+component = "api"
+[[trigger.http]]
+route = "/inline"
+component = { source = "inline.wasm" }
+[[trigger.http]]
+route = "/teapot"
+static_response = { status_code = 418, headers = { x-tea = "yes" }, body = "short and stout" }
+[component.api]
+source = "api.wasm"
+description = "the API"
+files = ["static/**/*", { source = "assets", destination = "/data" }]
+exclude_files = ["static/secret.txt"]
+environment = { LOG = "debug" }
+allowed_outbound_hosts = ["https://{{ api_host }}"]
+key_value_stores = ["default", "cache_2"]
+sqlite_databases = ["default"]
+variables = { endpoint = "https://{{ api_host }}/v1", secret = "{{token}}" }
+[component.api.build]
+command = ["npm ci", "npm run build"]
+workdir = "api"
+watch = ["src/**/*.ts"]
+""")
+    assert m.application.version == "1.2.3"
+    assert m.variables["token"].secret and m.variables["token"].required
+    api = m.components["api"]
+    assert api.source == FileSource(Path("api.wasm"))
+    assert api.files == (FilePattern("static/**/*"), FileMapping("assets", "/data"))
+    assert dict(api.environment) == {"LOG": "debug"}
+    assert api.key_value_stores == ("default", "cache_2")
+    assert api.build is not None and api.build.commands == ("npm ci", "npm run build")
+    ids = [t.id for t in m.triggers]
+    assert ids == ["api-http-trigger", "internal", "http-trigger1", "http-trigger2"]
+    assert m.triggers[1].private
+    assert m.triggers[2].component == "http-trigger1-component"
+    assert m.components["http-trigger1-component"].source == FileSource(Path("inline.wasm"))
+    assert m.triggers[3].static_response is not None
+    assert m.triggers[3].static_response.status == 418
+    with pytest.raises(TypeError):
+        api.environment["X"] = "y"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        api.id = "other"  # type: ignore[misc]
+
+
+def test_url_source_parses() -> None:
+    m = parse(VALID.replace('source = "web.wasm"',
+                            'source = { url = "https://x/y.wasm", digest = "sha256:ab" }'))
+    assert m.components["web"].source == UrlSource("https://x/y.wasm", "sha256:ab")
+
+
+def test_deprecated_allowed_http_hosts_is_converted_with_warning() -> None:
+    m = parse(VALID + 'allowed_http_hosts = ["example.com"]\n')
+    assert m.components["web"].allowed_outbound_hosts == ("http://example.com",
+                                                          "https://example.com")
+    assert any("allowed_http_hosts is deprecated" in w for w in m.warnings)
+
+
+def test_v1_manifest_is_converted_like_spin() -> None:
+    m = parse("""spin_manifest_version = "1"
+name = "old"
+version = "0.1.0"
+trigger = { type = "http", base = "/" }
+[[component]]
+id = "my_comp"
+source = "a.wasm"
+config = {}
+[component.trigger]
+route = "/a/..."
+""")
+    assert m.application.name == "old"
+    assert list(m.components) == ["my-comp"]
+    assert m.components["my-comp"].allowed_outbound_hosts == (
+        "redis://*:*", "mysql://*:*", "postgres://*:*")
+    assert m.triggers[0].id == "trigger-my-comp"
+    assert m.triggers[0].route == "/a/..."
+    assert any("version 1 is deprecated" in w for w in m.warnings)
+
+
+@pytest.mark.parametrize("value,sep,lower,expected", [
+    ("hello", "-", False, None),
+    ("FOO-bar", "-", False, None),
+    ("a1-b2", "-", False, None),
+    ("", "-", False, "empty"),
+    ("a.b", "-", False, "may only contain alphanumeric ASCII; got '.'"),
+    ("bad+name", "_", True, "may only contain alphanumeric ASCII; got '+'"),
+    ("api_host", "_", True, None),
+])
+def test_id_rules(value: str, sep: str, lower: bool, expected: str | None) -> None:
+    err = id_error(value, sep, lower)
+    if expected is None:
+        assert err is None
+    else:
+        assert err is not None and expected in err
+
+
+def test_example_manifests_parse() -> None:
+    paths = [ROOT / "spin.toml.example", *sorted(ROOT.glob("apps/*/spin.toml"))]
+    assert len(paths) >= 4
+    for path in paths:
+        manifest = parse_manifest(path.read_text(), path)
+        assert manifest.triggers
+
+
+def test_directory_and_missing_paths(tmp_path: Path) -> None:
+    (tmp_path / "spin.toml").write_text(VALID)
+    assert load_manifest(tmp_path).application.name == "app"
+    with pytest.raises(ManifestError, match="no spin.toml"):
+        load_manifest(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path)
+    with pytest.raises(ManifestError, match="no such file"):
+        load_manifest(tmp_path / "nope.toml")

@@ -1,0 +1,120 @@
+"""Tiny hand-written components for fast tests, assembled with wasm-tools at test time.
+
+Each is a core module in WAT that implements `spinhost:http/incoming-handler`
+at the canonical ABI level; `wasm-tools component embed` + `component new` wrap
+it into a component against our WIT. Layout of the `request` record (size 68,
+align 4): method 0..12, scheme 12..28, authority 28..40, path-with-query
+40..52, headers 52..60 (ptr, len), body 60..68 (ptr, len). `handle` returns a
+pointer to a `response` record: status u16 at 0, headers at 4, body at 12.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WIT_DIR = ROOT / "wit"
+EXPORT = "cm32p2|spinhost:http/incoming-handler@0.1|handle"
+
+_PRELUDE = """
+  (memory (export "cm32p2_memory") 1)
+  (global $bump (mut i32) (i32.const 4096))
+  (func $realloc (export "cm32p2_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
+    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+      (then (if (i32.eq (memory.grow (i32.add (i32.div_u
+                  (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+                  (i32.const 65536)) (i32.const 1))) (i32.const -1))
+              (then unreachable))))
+    (local.get $p))
+  (func (export "cm32p2|spinhost:http/incoming-handler@0.1|handle_post") (param i32))
+  (func (export "cm32p2_initialize"))
+"""
+
+# Echo: status 200, the request's headers and body sent back unchanged.
+ECHO = """
+  (func (export "%s") (param $req i32) (result i32)
+    (i32.store16 (i32.const 16) (i32.const 200))
+    (i64.store (i32.const 20) (i64.load offset=52 (local.get $req)))
+    (i64.store (i32.const 28) (i64.load offset=60 (local.get $req)))
+    (i32.const 16))
+""" % EXPORT
+
+# Fixed: status 200, header `content-type: text/plain`, body `fixed response`.
+FIXED = """
+  (data (i32.const 100) "content-typetext/plainfixed response")
+  (data (i32.const 200) "\\64\\00\\00\\00\\0c\\00\\00\\00\\70\\00\\00\\00\\0a\\00\\00\\00")
+  (func (export "%s") (param i32) (result i32)
+    (i32.store16 (i32.const 16) (i32.const 200))
+    (i32.store (i32.const 20) (i32.const 200))
+    (i32.store (i32.const 24) (i32.const 1))
+    (i32.store (i32.const 28) (i32.const 122))
+    (i32.store (i32.const 32) (i32.const 14))
+    (i32.const 16))
+""" % EXPORT
+
+# Trap: `unreachable` on every call.
+TRAP = """
+  (func (export "%s") (param i32) (result i32)
+    unreachable)
+""" % EXPORT
+
+# Counter: a global incremented per call; the body is its value as one digit.
+# With a fresh instance per request the body is always "1".
+COUNTER = """
+  (global $count (mut i32) (i32.const 0))
+  (func (export "%s") (param i32) (result i32)
+    (global.set $count (i32.add (global.get $count) (i32.const 1)))
+    (i32.store8 (i32.const 300) (i32.add (i32.const 48) (global.get $count)))
+    (i32.store16 (i32.const 16) (i32.const 200))
+    (i32.store (i32.const 20) (i32.const 0))
+    (i32.store (i32.const 24) (i32.const 0))
+    (i32.store (i32.const 28) (i32.const 300))
+    (i32.store (i32.const 32) (i32.const 1))
+    (i32.const 16))
+""" % EXPORT
+
+# Status: answers with the status code stored at build time (see `status()`).
+STATUS = """
+  (func (export "%s") (param i32) (result i32)
+    (i32.store16 (i32.const 16) (i32.const %%d))
+    (i32.store (i32.const 20) (i32.const 0))
+    (i32.store (i32.const 24) (i32.const 0))
+    (i32.store (i32.const 28) (i32.const 0))
+    (i32.store (i32.const 32) (i32.const 0))
+    (i32.const 16))
+""" % EXPORT
+
+# Spin: an infinite loop (for deadline tests).
+SPIN = """
+  (func (export "%s") (param i32) (result i32)
+    (loop $l (br $l))
+    (i32.const 0))
+""" % EXPORT
+
+
+def status(code: int) -> str:
+    return STATUS % code
+
+
+def wasm_tools() -> str:
+    found = shutil.which("wasm-tools") or str(Path(sys.executable).parent / "wasm-tools")
+    return found
+
+
+def build_component(body: str, out: Path, world: str = "handler") -> Path:
+    """Assemble `body` (functions of a core module) into a component at `out`."""
+    wat = out.with_suffix(".wat")
+    wat.write_text(f"(module {_PRELUDE}\n{body})\n")
+    core = out.with_suffix(".core.wasm")
+    tool = wasm_tools()
+    subprocess.run([tool, "component", "embed", str(WIT_DIR), "--world", world, str(wat),
+                    "-o", str(core)], check=True)
+    subprocess.run([tool, "component", "new", str(core), "-o", str(out)], check=True)
+    return out

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from host.app import App
-from host.executors.component import GuestError
+from host.executors.component import GuestError, GuestTimeout
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch
 from host.runtime.abi import HttpRequest, HttpResponse
 
@@ -78,7 +78,7 @@ class HostApp:
             status, headers = _check_response(response)
         except GuestError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
-            await _respond(send, 500)
+            await _respond(send, 504 if isinstance(exc, GuestTimeout) else 500)
             return
         except Exception:
             log.exception("Error processing request: component %s", executor.id)

@@ -43,8 +43,9 @@ class HostProcess:
     """A `python -m host up` subprocess on a free loopback port."""
 
     def __init__(self, args: list[str], cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
         self.args = args
+        self.listen = listen
         self.cwd = cwd
         self.env = env
         self.lines: list[str] = []
@@ -56,7 +57,7 @@ class HostProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "host", "up", "--listen", "127.0.0.1:0", *self.args],
+            [sys.executable, "-m", "host", "up", "--listen", self.listen, *self.args],
             cwd=self.cwd or ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -66,7 +67,16 @@ class HostProcess:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("host did not start:\n" + self.output)
-        return self
+        while True:  # ready when the health endpoint answers
+            try:
+                if httpx.get(self.base_url + "/.well-known/spin/health").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("host did not become healthy:\n" + self.output)
+            time.sleep(0.05)
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

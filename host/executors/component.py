@@ -42,7 +42,11 @@ class _Instance:
 
 
 class GuestError(Exception):
-    """The guest trapped, ran out of time or broke the interface contract."""
+    """The guest trapped or broke the interface contract."""
+
+
+class GuestTimeout(GuestError):
+    """The guest ran past its execution deadline (epoch interruption)."""
 
 
 class ComponentExecutor:
@@ -108,7 +112,7 @@ class ComponentExecutor:
             self.pool.start()
         except wasmtime.WasmtimeError as exc:
             raise ComponentError(
-                f'component "{self.id}" cannot be instantiated: {_first_line(exc)}'
+                f'component "{self.id}" cannot be instantiated: {trap_reason(exc)}'
             ) from None
 
     def close(self) -> None:
@@ -135,9 +139,23 @@ class ComponentExecutor:
         try:
             return abi.call_handler(instance.store, instance.handle, request)
         except wasmtime.WasmtimeError as exc:
-            raise GuestError(_first_line(exc)) from None
+            reason = trap_reason(exc)
+            if reason == "wasm trap: interrupt":
+                raise GuestTimeout(
+                    f"deadline of {self.limits.deadline_seconds:g} s exceeded"
+                ) from None
+            raise GuestError(reason) from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise GuestError(f"invalid response from guest: {exc}") from None
+
+
+def trap_reason(exc: BaseException) -> str:
+    """The cause of a wasmtime error on one line, without the wasm backtrace."""
+    text = str(exc).strip()
+    if "Caused by:" in text:
+        causes = text.split("Caused by:", 1)[1].strip().splitlines()
+        return "; ".join(line.strip() for line in causes if line.strip())
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ component; nothing needs to be generated or committed beforehand.
 import hashlib
 import json
 import os
+import sys
 
 from wit_world import exports
 from wit_world.imports import types
@@ -77,6 +78,10 @@ class IncomingHandler(exports.IncomingHandler):
             "env": dict(os.environ),
             "requests_seen": requests_seen,
         }
+        # One line per request on each stream, so the host's capture of
+        # component stdout/stderr can be seen (and tested).
+        print(f"echo: {report['method']} {report['path_with_query']}")
+        print(f"echo: {len(body)} body bytes", file=sys.stderr)
         return Response(
             status=200,
             headers=[("content-type", b"application/json")],

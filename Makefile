@@ -1,0 +1,32 @@
+# Fresh machine: `make run` serves apps/hello-python; `make test` passes the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+LISTEN ?= 127.0.0.1:3000
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+# The venv holds the host (editable), the test tools and the guest toolchains
+# (componentize-py, wasm-tools); npm installs componentize-js for apps/hello-ts.
+$(STAMP): pyproject.toml apps/hello-ts/package-lock.json
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,toolchains]'
+	cd apps/hello-ts && npm ci --no-audit --no-fund --loglevel=error
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m host up -f apps/hello-python --build --listen $(LISTEN)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check host tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) apps/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules

@@ -1,0 +1,64 @@
+"""Build the example apps with their real toolchains, caching outputs between runs.
+
+A build is reused when nothing that feeds it changed: the app's sources, the
+WIT, and the toolchain versions are hashed into the cache key. The cache lives
+in $SPINHOST_TEST_CACHE (default ~/.cache/spinhost/test-builds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "apps"
+
+# app -> its build output, relative to the app directory
+OUTPUTS = {
+    "hello-python": "hello-python.wasm",
+    "echo": "echo.wasm",
+    "hello-ts": "dist/hello-ts.wasm",
+}
+_SKIP_DIRS = {"node_modules", "dist", "__pycache__", ".spin"}
+
+
+def _cache_root() -> Path:
+    default = Path.home() / ".cache" / "spinhost" / "test-builds"
+    return Path(os.environ.get("SPINHOST_TEST_CACHE", default))
+
+
+def build_key(app: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"componentize-py {version('componentize-py')}\n".encode())
+    app_dir = APPS / app
+    files = sorted(p for p in app_dir.rglob("*") if p.is_file()
+                   and not _SKIP_DIRS.intersection(p.relative_to(app_dir).parts)
+                   and p.suffix != ".wasm")
+    for path in [*files, *sorted((ROOT / "wit").rglob("*.wit"))]:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def built_app(app: str) -> Path:
+    """Return the app directory with its component built (from cache if possible)."""
+    app_dir = APPS / app
+    output = app_dir / OUTPUTS[app]
+    cached = _cache_root() / f"{app}-{build_key(app)}.wasm"
+    if cached.is_file():
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, output)
+        return app_dir
+    result = subprocess.run([sys.executable, "-m", "host", "build", "-f", str(app_dir)],
+                            cwd=ROOT, text=True, capture_output=True, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"building {app} failed:\n{result.stdout}\n{result.stderr}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    shutil.copyfile(output, tmp)
+    os.replace(tmp, cached)
+    return app_dir

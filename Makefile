@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml apps/hello-ts/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,toolchains]'
-	cd apps/hello-ts && npm ci --no-audit --no-fund --loglevel=error
+	cd apps/hello-ts && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 run: setup

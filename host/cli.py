@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="host", description="Serve Spin apps of WebAssembly components.")
+    p = argparse.ArgumentParser(prog="host",
+                                description="Serve Spin apps of WebAssembly components.")
     p.add_argument("--version", action="version", version=f"host {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     _manifest_flag(up)
     up.add_argument("--listen", default=os.environ.get("SPIN_HTTP_LISTEN_ADDR", DEFAULT_LISTEN),
                     metavar="HOST:PORT",
-                    help=f"address to listen on (env SPIN_HTTP_LISTEN_ADDR; default {DEFAULT_LISTEN})")
+                    help="address to listen on (env SPIN_HTTP_LISTEN_ADDR; "
+                         f"default {DEFAULT_LISTEN})")
     up.add_argument("--find-free-port", action="store_true",
                     help=f"if the port is taken, try the next {FREE_PORT_ATTEMPTS - 1} ports")
     up.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",

@@ -9,17 +9,12 @@ these types and never re-validates.
 from __future__ import annotations
 
 import re
-import sys
+import tomllib  # Python >= 3.11 (pyproject pins it); tomli is only for older Pythons
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from host.errors import ManifestError
 
@@ -234,13 +229,13 @@ class _Table:
             return None
         if not isinstance(value, str):
             self.key_error(key, f"expected a string, got {_show(value)}")
-        return value
+        return str(value)
 
     def boolean(self, key: str, default: bool = False) -> bool:
         value = self.data.pop(key, default)
         if not isinstance(value, bool):
             self.key_error(key, f"expected true or false, got {_show(value)}")
-        return value
+        return bool(value)
 
     def strings(self, key: str) -> tuple[str, ...]:
         value = self.data.pop(key, [])
@@ -632,7 +627,8 @@ def _parse_triggers(
             components[inline_id] = _parse_component(inline_id, ct, variables, warnings)
             component_id = inline_id
         elif comp_value is not None:
-            tt.key_error("component", f"expected a component id or a table, got {_show(comp_value)}")
+            tt.key_error("component",
+                         f"expected a component id or a table, got {_show(comp_value)}")
         if (component_id is None) == (static is None):
             tt.fail(
                 "Triggers must specify either component or static_response - "

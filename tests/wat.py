@@ -39,37 +39,37 @@ _PRELUDE = """
 
 # Echo: status 200, the request's headers and body sent back unchanged.
 ECHO = """
-  (func (export "%s") (param $req i32) (result i32)
+  (func (export "{export}") (param $req i32) (result i32)
     (i32.store16 (i32.const 16) (i32.const 200))
     (i64.store (i32.const 20) (i64.load offset=52 (local.get $req)))
     (i64.store (i32.const 28) (i64.load offset=60 (local.get $req)))
     (i32.const 16))
-""" % EXPORT
+""".replace("{export}", EXPORT)
 
 # Fixed: status 200, header `content-type: text/plain`, body `fixed response`.
 FIXED = """
   (data (i32.const 100) "content-typetext/plainfixed response")
   (data (i32.const 200) "\\64\\00\\00\\00\\0c\\00\\00\\00\\70\\00\\00\\00\\0a\\00\\00\\00")
-  (func (export "%s") (param i32) (result i32)
+  (func (export "{export}") (param $req i32) (result i32)
     (i32.store16 (i32.const 16) (i32.const 200))
     (i32.store (i32.const 20) (i32.const 200))
     (i32.store (i32.const 24) (i32.const 1))
     (i32.store (i32.const 28) (i32.const 122))
     (i32.store (i32.const 32) (i32.const 14))
     (i32.const 16))
-""" % EXPORT
+""".replace("{export}", EXPORT)
 
 # Trap: `unreachable` on every call.
 TRAP = """
-  (func (export "%s") (param i32) (result i32)
+  (func (export "{export}") (param $req i32) (result i32)
     unreachable)
-""" % EXPORT
+""".replace("{export}", EXPORT)
 
 # Counter: a global incremented per call; the body is its value as one digit.
 # With a fresh instance per request the body is always "1".
 COUNTER = """
   (global $count (mut i32) (i32.const 0))
-  (func (export "%s") (param i32) (result i32)
+  (func (export "{export}") (param $req i32) (result i32)
     (global.set $count (i32.add (global.get $count) (i32.const 1)))
     (i32.store8 (i32.const 300) (i32.add (i32.const 48) (global.get $count)))
     (i32.store16 (i32.const 16) (i32.const 200))
@@ -78,29 +78,29 @@ COUNTER = """
     (i32.store (i32.const 28) (i32.const 300))
     (i32.store (i32.const 32) (i32.const 1))
     (i32.const 16))
-""" % EXPORT
+""".replace("{export}", EXPORT)
 
 # Status: answers with the status code stored at build time (see `status()`).
 STATUS = """
-  (func (export "%s") (param i32) (result i32)
-    (i32.store16 (i32.const 16) (i32.const %%d))
+  (func (export "{export}") (param $req i32) (result i32)
+    (i32.store16 (i32.const 16) (i32.const {status}))
     (i32.store (i32.const 20) (i32.const 0))
     (i32.store (i32.const 24) (i32.const 0))
     (i32.store (i32.const 28) (i32.const 0))
     (i32.store (i32.const 32) (i32.const 0))
     (i32.const 16))
-""" % EXPORT
+""".replace("{export}", EXPORT)
 
 # Spin: an infinite loop (for deadline tests).
 SPIN = """
-  (func (export "%s") (param i32) (result i32)
+  (func (export "{export}") (param $req i32) (result i32)
     (loop $l (br $l))
     (i32.const 0))
-""" % EXPORT
+""".replace("{export}", EXPORT)
 
 
 def status(code: int) -> str:
-    return STATUS % code
+    return STATUS.replace("{status}", str(code))
 
 
 def wasm_tools() -> str:

@@ -243,6 +243,25 @@ source = "core.wasm"
     assert "not a valid WebAssembly component" in result.stderr
 
 
+def test_check_rejects_component_exporting_something_else(tmp_path: Path) -> None:
+    from tests import wat
+
+    wat.build_non_handler(tmp_path)
+    write_app(tmp_path, """spin_manifest_version = 2
+[application]
+name = "x"
+[[trigger.http]]
+route = "/..."
+component = "other"
+[component.other]
+source = "other.wasm"
+""")
+    result = run_host("check", "-f", str(tmp_path), "--disable-cache")
+    assert result.returncode == 1
+    assert ('component "other" does not export spinhost:http/incoming-handler@0.1.0 '
+            "(it exports: run)") in result.stderr
+
+
 def test_up_with_bad_manifest_exits_1_with_one_line(tmp_path: Path) -> None:
     write_app(tmp_path, MANIFEST.replace('name = "wat-app"', "name = 3"))
     result = run_host("up", "-f", str(tmp_path), "--listen", "127.0.0.1:0")

@@ -108,13 +108,23 @@ def wasm_tools() -> str:
     return found
 
 
-def build_component(body: str, out: Path, world: str = "handler") -> Path:
+def build_component(body: str, out: Path, world: str = "handler", wit_dir: Path = WIT_DIR,
+                    prelude: bool = True) -> Path:
     """Assemble `body` (functions of a core module) into a component at `out`."""
     wat = out.with_suffix(".wat")
-    wat.write_text(f"(module {_PRELUDE}\n{body})\n")
+    wat.write_text(f"(module {_PRELUDE if prelude else ''}\n{body})\n")
     core = out.with_suffix(".core.wasm")
     tool = wasm_tools()
-    subprocess.run([tool, "component", "embed", str(WIT_DIR), "--world", world, str(wat),
+    subprocess.run([tool, "component", "embed", str(wit_dir), "--world", world, str(wat),
                     "-o", str(core)], check=True)
     subprocess.run([tool, "component", "new", str(core), "-o", str(out)], check=True)
     return out
+
+
+def build_non_handler(directory: Path) -> Path:
+    """A valid component that exports something other than our handler."""
+    wit_dir = directory / "other-wit"
+    wit_dir.mkdir(parents=True, exist_ok=True)
+    (wit_dir / "other.wit").write_text("package test:other;\nworld other { export run: func(); }\n")
+    return build_component('(func (export "run"))', directory / "other.wasm", world="other",
+                           wit_dir=wit_dir, prelude=False)

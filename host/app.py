@@ -164,10 +164,9 @@ def _warn_unimplemented(component: Component) -> None:
         "key_value_stores": component.key_value_stores,
         "sqlite_databases": component.sqlite_databases,
         "variables": tuple(component.variables),
-        "allowed_outbound_hosts": tuple(
-            h for h in component.allowed_outbound_hosts
-            if not allows_every_host(component.allowed_outbound_hosts)
-        ),
+        # An allow-all component may already use wasmtime's own wasi:http.
+        "allowed_outbound_hosts": () if allows_every_host(component.allowed_outbound_hosts)
+        else component.allowed_outbound_hosts,
     }
     for key, value in grants.items():
         if value:

@@ -22,7 +22,6 @@ from host.build import build_app
 from host.errors import ConfigError, HostError
 from host.executors.component import Limits
 from host.manifest import Manifest, load_manifest
-from host.routing import Router
 from host.runtime.engine import Engine, default_cache_dir
 
 log = logging.getLogger("host")
@@ -147,8 +146,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         print(f"{manifest.path}: OK")
         print("Routes (in precedence order):")
-        for line in route_lines(app.router, ""):
-            print(line)
+        print("\n".join(route_lines(app, "")))
     finally:
         app.close()
     return EXIT_OK
@@ -195,8 +193,24 @@ def _serve(app: App, sock: socket.socket) -> None:
         date_header=True,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     asyncio.run(server.serve(sockets=[sock]))
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the
+        process would die by the signal (exit 143); we return and exit 0. A
+        second signal stops at once instead of waiting for in-flight requests."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+    return Server
 
 
 # ---------------------------------------------------------------------------
@@ -295,25 +309,22 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def route_lines(router: Router, base_url: str) -> list[str]:
+def route_lines(app: App, base_url: str) -> list[str]:
+    """One line per public route, in precedence order, as `spin up` prints them."""
     lines = []
-    for route in router.routes:
-        owner = route.component or route.target
-        lines.append(f"  {owner}: {base_url}{route.display}")
+    for route in app.router.routes:
+        lines.append(f"  {route.component or route.target}: {base_url}{route.display}")
+        component = app.manifest.components.get(route.component or "")
+        if component is not None and component.description:
+            lines.append(f"    {component.description}")
     return lines
 
 
 def print_routes(app: App, base_url: str) -> None:
-    bold_green = sys.stdout.isatty()
-    serving = "\x1b[1;32mServing\x1b[0m" if bold_green else "Serving"
+    serving = "\x1b[1;32mServing\x1b[0m" if sys.stdout.isatty() else "Serving"
     print(f"\n{serving} {base_url}")
     print("Available Routes:")
-    for route in app.router.routes:
-        owner = route.component or route.target
-        print(f"  {owner}: {base_url}{route.display}")
-        component = app.manifest.components.get(route.component or "")
-        if component is not None and component.description:
-            print(f"    {component.description}")
+    print("\n".join(route_lines(app, base_url)))
     sys.stdout.flush()
 
 

@@ -285,3 +285,10 @@ def test_port_in_use_and_find_free_port(app_dir: Path, cache_dir: Path) -> None:
         with process:
             assert process.base_url != f"http://127.0.0.1:{port}"
             assert int(process.base_url.rsplit(":", 1)[1]) in range(port + 1, port + 10)
+
+
+def test_sigterm_drains_and_exits_0(app_dir: Path, cache_dir: Path) -> None:
+    process = HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir)]).start()
+    with process.client() as client:
+        assert client.get("/fixed").status_code == 200
+    assert process.stop() == 0

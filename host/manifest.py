@@ -422,6 +422,7 @@ def _parse_variables(t: _Table | None) -> dict[str, Variable]:
     return out
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 
 
@@ -695,6 +696,9 @@ def _parse_static_response(tt: _Table) -> StaticResponse | None:
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:
         s.key_error("status_code", f"expected an HTTP status code, got {_show(status)}")
     headers = s.string_map("headers")
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name) or any(c in value for c in "\r\n\0"):
+            s.key_error("headers", f"invalid HTTP header {name!r}: {value!r}")
     body = s.string("body") or ""
     s.finish()
     return StaticResponse(status, _frozen(headers), body)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from host.app import App
@@ -71,7 +71,10 @@ class HostApp:
             return
         assert match.route.component is not None
         executor = self.app.executors[match.route.component]
-        body = await Request(scope, receive).body()
+        try:
+            body = await Request(scope, receive).body()
+        except ClientDisconnect:
+            return  # nobody is left to answer
         request = self._build_request(scope, raw_path, match, body)
         try:
             response: HttpResponse = await run_in_threadpool(executor.handle, request)

@@ -138,6 +138,8 @@ MALFORMED = [
      ["'cwd'"]),
     ("static status not int", HEAD + '[[trigger.http]]\nroute = "/"\n'
      'static_response = { status_code = "ok" }\n', ["status_code", '"ok"']),
+    ("static header name invalid", HEAD + '[[trigger.http]]\nroute = "/"\n'
+     'static_response = { headers = { "bad name" = "x" } }\n', ["headers", "'bad name'"]),
     ("dependencies unsupported", VALID + '[component.web.dependencies]\n"a:b/c" = "1.0"\n',
      ["dependencies", "not supported"]),
     ("v1 missing trigger", 'spin_manifest_version = "1"\nname = "x"\n', ["'trigger'"]),

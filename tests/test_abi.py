@@ -17,7 +17,7 @@ from host.runtime import abi
 def echo(wat_components: dict[str, Path]):
     engine = wasmtime.Engine()
     component = wc.Component.from_file(engine, str(wat_components["echo"]))
-    export = abi.HandlerExport.find(component)
+    export = abi.HandlerExport.find(component, engine)
     linker = wc.Linker(engine)
     linker.add_wasip2()
 
@@ -25,7 +25,7 @@ def echo(wat_components: dict[str, Path]):
         store = wasmtime.Store(engine)
         store.set_wasi(wasmtime.WasiConfig())
         instance = linker.instantiate(store, component)
-        return abi.call_handler(store, export.bind(store, instance), request)
+        return abi.call_handler(export.bind(store, instance), request)
 
     return call
 
@@ -70,4 +70,4 @@ def test_component_without_handler_is_reported(tmp_path: Path) -> None:
     engine = wasmtime.Engine()
     component = wc.Component.from_file(engine, str(path))
     with pytest.raises(abi.ExportNotFound):
-        abi.HandlerExport.find(component)
+        abi.HandlerExport.find(component, engine)

@@ -38,7 +38,7 @@ class Limits:
 @dataclass
 class _Instance:
     store: wasmtime.Store
-    handle: wc.Func
+    handler: abi.BoundHandler
 
 
 class GuestError(Exception):
@@ -68,7 +68,7 @@ class ComponentExecutor:
         self.stdio = stdio
         self.limits = limits
         try:
-            self.export = abi.HandlerExport.find(self.component)
+            self.export = abi.HandlerExport.find(self.component, engine.wasmtime)
         except abi.ExportNotFound:
             exports = abi.exported_names(self.component, engine.wasmtime)
             hint = ""
@@ -137,7 +137,7 @@ class ComponentExecutor:
         instance = self.pool.take()
         instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
         try:
-            return abi.call_handler(instance.store, instance.handle, request)
+            return abi.call_handler(instance.handler, request)
         except wasmtime.WasmtimeError as exc:
             reason = trap_reason(exc)
             if reason == "wasm trap: interrupt":

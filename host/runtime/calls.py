@@ -1,0 +1,153 @@
+"""Calling component exports and defining host imports through typed codecs.
+
+Both directions skip wasmtime-py's per-call type introspection: the function
+type is compiled into codecs once (`TypedFunc`), and each call goes straight to
+`wasmtime_component_func_call` (exports) or arrives at our own C trampoline
+(imports), with raw addresses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
+
+from host.runtime.marshal import VAL_SIZE, Arena, Codec, Heap, compile_type
+
+_c_void_p = ctypes.c_void_p
+_func_call = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_void_p, _c_void_p, ctypes.c_size_t,
+                              _c_void_p, ctypes.c_size_t)(
+    ("wasmtime_component_func_call", ffi.dll))
+_post_return = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_void_p)(
+    ("wasmtime_component_func_post_return", ffi.dll))
+_val_delete = ctypes.CFUNCTYPE(None, _c_void_p)(("wasmtime_component_val_delete", ffi.dll))
+_addressof = ctypes.addressof
+
+
+def _raise(err: int) -> None:
+    error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+    maybe_raise_last_exn()  # a Python exception raised inside a host import wins
+    raise error
+
+
+def context_address(store: wasmtime.Store) -> int:
+    return ctypes.cast(store._context(), _c_void_p).value or 0
+
+
+class TypedFunc:
+    """A component function type compiled into codecs."""
+
+    def __init__(self, fty: wc.FuncType) -> None:
+        self.params: list[Codec] = [compile_type(t) for _, t in fty.params]
+        result = fty.result
+        self.result: Codec | None = compile_type(result) if result is not None else None
+
+    def call(self, store: wasmtime.Store, func: wc.Func, args: tuple[Any, ...],
+             context: int | None = None, lift: Callable[[int], Any] | None = None) -> Any:
+        """Call an export; `lift` may replace the result codec (e.g. a tuple fast path).
+
+        Parameters live in a Python-owned arena that wasmtime only reads; the
+        result is C-owned and freed here exactly once, also when lifting fails.
+        """
+        params = self.params
+        n = len(params)
+        if len(args) != n:
+            raise TypeError(f"expected {n} arguments, got {len(args)}")
+        arena = Arena(store)
+        view, addr = arena.vals(n)
+        for i in range(n):
+            params[i].lower(args[i], view, i * VAL_SIZE, arena)
+        results = ffi.wasmtime_component_val_t()
+        raddr = _addressof(results)
+        has_result = self.result is not None
+        ctx = context if context is not None else context_address(store)
+        fptr = _addressof(func._func)
+        try:
+            err = _func_call(fptr, ctx, addr, n, raddr if has_result else None,
+                             1 if has_result else 0)
+        finally:
+            arena.release()
+        if err:
+            _raise(err)
+        value = None
+        if has_result:
+            try:
+                value = (lift or self.result.lift_at)(raddr)  # type: ignore[union-attr]
+            finally:
+                _val_delete(raddr)
+        err = _post_return(fptr, ctx)
+        if err:
+            _raise(err)
+        return value
+
+
+def export_func_type(component: wc.Component, engine: wasmtime.Engine, interface: str,
+                     name: str) -> wc.FuncType:
+    """The type of `interface#name` exported by `component`."""
+    item: Any = component.type.exports(engine)[interface].ty
+    fty: wc.FuncType = item.exports(engine)[name].ty
+    return fty
+
+
+def import_func_types(component: wc.Component, engine: wasmtime.Engine,
+                      interface: str) -> dict[str, wc.FuncType]:
+    """Function types of an interface the component imports ({} if it does not)."""
+    imports = component.type.imports(engine)
+    if interface not in imports:
+        return {}
+    ty: Any = imports[interface].ty
+    return {name: item.ty for name, item in ty.exports(engine).items()
+            if isinstance(item.ty, wc.FuncType)}
+
+
+# ---------------------------------------------------------------------------
+# Host imports
+
+HostFunc = Callable[..., Any]
+_REGISTERED: dict[int, tuple[TypedFunc, HostFunc]] = {}
+_next_id = [1]
+
+
+@ffi.wasmtime_component_func_callback_t
+def _trampoline(env, context, ty, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+    typed, func = _REGISTERED[env or 0]
+
+    def run(store: wasmtime.StoreContext) -> None:
+        # Arguments belong to wasmtime (it frees them): read, never free.
+        base = ctypes.cast(args, _c_void_p).value or 0
+        data = ctypes.string_at(base, nargs * VAL_SIZE) if nargs else b""
+        values = [codec.lift(data, i * VAL_SIZE, base + i * VAL_SIZE)
+                  for i, codec in enumerate(typed.params)]
+        value = func(store, *values)
+        if typed.result is None:
+            return
+        # Results are handed to wasmtime, which frees them: C-owned nodes only.
+        tmp = (ctypes.c_char * VAL_SIZE)()
+        typed.result.lower(value, tmp, 0, Heap(store))
+        ctypes.memmove(ctypes.cast(results, _c_void_p).value or 0, tmp, VAL_SIZE)
+
+    return catch_exceptions(context, run)
+
+
+@ctypes.CFUNCTYPE(None, _c_void_p)
+def _finalize(env):  # type: ignore[no-untyped-def]
+    _REGISTERED.pop(env or 0, None)
+
+
+def define_func(instance: wc.LinkerInstance, name: str, fty: wc.FuncType,
+                func: HostFunc) -> None:
+    """Define host import `name` as `func(store, *args) -> result` on a linker instance."""
+    key = _next_id[0]
+    _next_id[0] += 1
+    _REGISTERED[key] = (TypedFunc(fty), func)
+    encoded = name.encode()
+    err = ffi.wasmtime_component_linker_instance_add_func(
+        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), _trampoline,
+        key, _finalize)
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WIT_DIR = ROOT / "wit"
 EXPORT = "cm32p2|spinhost:http/incoming-handler@0.1|handle"
 
-_PRELUDE = """
+PRELUDE = """
   (memory (export "cm32p2_memory") 1)
   (global $bump (mut i32) (i32.const 4096))
   (func $realloc (export "cm32p2_realloc") (param i32 i32 i32 i32) (result i32)
@@ -33,8 +33,10 @@ _PRELUDE = """
                   (i32.const 65536)) (i32.const 1))) (i32.const -1))
               (then unreachable))))
     (local.get $p))
-  (func (export "cm32p2|spinhost:http/incoming-handler@0.1|handle_post") (param i32))
   (func (export "cm32p2_initialize"))
+"""
+_HANDLE_POST = """
+  (func (export "cm32p2|spinhost:http/incoming-handler@0.1|handle_post") (param i32))
 """
 
 # Echo: status 200, the request's headers and body sent back unchanged.
@@ -112,7 +114,12 @@ def build_component(body: str, out: Path, world: str = "handler", wit_dir: Path 
                     prelude: bool = True) -> Path:
     """Assemble `body` (functions of a core module) into a component at `out`."""
     wat = out.with_suffix(".wat")
-    wat.write_text(f"(module {_PRELUDE if prelude else ''}\n{body})\n")
+    wat.write_text(f"(module {PRELUDE + _HANDLE_POST if prelude else ''}\n{body})\n")
+    return assemble(wat, out, wit_dir, world)
+
+
+def assemble(wat: Path, out: Path, wit_dir: Path, world: str) -> Path:
+    """WAT core module + WIT world -> component, with wasm-tools."""
     core = out.with_suffix(".core.wasm")
     tool = wasm_tools()
     subprocess.run([tool, "component", "embed", str(wit_dir), "--world", world, str(wat),

@@ -136,7 +136,8 @@ def _trampoline(env, context, ty, args, nargs, results, nresults):  # type: igno
 
 @ctypes.CFUNCTYPE(None, _c_void_p)
 def _finalize(env):  # type: ignore[no-untyped-def]
-    _REGISTERED.pop(env or 0, None)
+    if _REGISTERED is not None:  # None while the interpreter shuts down
+        _REGISTERED.pop(env or 0, None)
 
 
 def define_func(instance: wc.LinkerInstance, name: str, fty: wc.FuncType,

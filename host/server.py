@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from host.app import App
 from host.executors.component import GuestError, GuestTimeout
@@ -71,10 +69,9 @@ class HostApp:
             return
         assert match.route.component is not None
         executor = self.app.executors[match.route.component]
-        try:
-            body = await Request(scope, receive).body()
-        except ClientDisconnect:
-            return  # nobody is left to answer
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away: nobody is left to answer
         request = self._build_request(scope, raw_path, match, body)
         try:
             response: HttpResponse = await run_in_threadpool(executor.handle, request)
@@ -165,18 +162,30 @@ def _check_response(response: HttpResponse) -> tuple[int, list[tuple[bytes, byte
     return response.status, headers
 
 
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 async def _respond(
     send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b""
 ) -> None:
-    # Starlette's Response adds content-length (0 for an empty body) and nothing
-    # else when no media type is given: no default content-type, as we want.
-    response = Response(body, status_code=status)
-    response.raw_headers = [*(headers or []), *response.raw_headers]
-    await response({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:  # pragma: no cover - responses never read
-    return {"type": "http.disconnect"}
+    # Raw ASGI messages: the only header added is content-length (also for an
+    # empty body); no default content-type, and uvicorn adds no server header.
+    raw = list(headers or [])
+    if status < 200 or status in (204, 304):
+        body = b""  # these statuses carry neither a body nor a content-length
+    else:
+        raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

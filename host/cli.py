@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the manifest and components; print routes")
     _manifest_flag(check)
     _cache_flags(check)
-    check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=30.0)
+    check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=30.0,
+                       reuse=1)
 
     build = sub.add_parser("build", help="run each component's build command")
     _manifest_flag(build)
@@ -120,6 +121,10 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
                    metavar="MIB", help="linear memory limit per instance (default 128 MiB)")
     p.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="execution deadline per request (default 30 s)")
+    p.add_argument("--max-instance-reuse-count", dest="reuse", type=int, default=1,
+                   metavar="N",
+                   help="requests one instance may serve (default 1: a fresh instance per "
+                        "request; more shares guest state between requests)")
 
 
 def _env_flag(name: str) -> bool:
@@ -230,9 +235,15 @@ def _settings(args: argparse.Namespace, manifest: Manifest, log_dir: Path | None
         raise ConfigError(f"--max-instance-memory {args.memory_limit_mb}: must be positive")
     if args.request_timeout <= 0:
         raise ConfigError(f"--request-timeout {args.request_timeout}: must be positive")
+    if args.reuse < 1:
+        raise ConfigError(f"--max-instance-reuse-count {args.reuse}: must be 1 or more")
+    if args.reuse > 1:
+        log.warning("instances serve up to %d requests each: guest state (globals, memory) "
+                    "is shared between the requests one instance serves", args.reuse)
     limits = Limits(
         memory_bytes=args.memory_limit_mb * 1024 * 1024,
         deadline_seconds=args.request_timeout,
+        max_instance_reuse=args.reuse,
     )
     echo = None if getattr(args, "quiet", True) else sys.stdout
     return AppSettings(env=env, log_dir=log_dir, pool_size=args.pool_size, limits=limits,

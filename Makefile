@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check host tests
 	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) apps/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules

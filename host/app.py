@@ -133,7 +133,12 @@ def _load_component(
             "build it first (host build, or host up --build) or fix the path"
         )
     _warn_unimplemented(component)
-    loaded = engine.load(path, component.id)
+    loaded = engine.load(
+        path, component.id,
+        on_compile=lambda size: report(
+            f"{component.id}: compiling {path.name} ({size / 1e6:.1f} MB; cached afterwards)..."
+        ),
+    )
     how = "loaded from compile cache" if loaded.cached else "compiled"
     report(f"{component.id}: {how} in {loaded.seconds * 1000:.0f} ms ({path.name})")
     env = dict(component.environment)

@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,13 @@ class Engine:
 
     # -- compile cache ------------------------------------------------------
 
-    def load(self, path: Path, owner: str) -> LoadedComponent:
-        """Compile `path` (or load it from the cache). `owner` names it in errors."""
+    def load(self, path: Path, owner: str,
+             on_compile: Callable[[int], None] | None = None) -> LoadedComponent:
+        """Compile `path` (or load it from the cache). `owner` names it in errors.
+
+        `on_compile(size)` is called before a real compile, which takes seconds
+        for large components, so the caller can say what is happening.
+        """
         try:
             wasm = path.read_bytes()
         except OSError as exc:
@@ -101,6 +107,8 @@ class Engine:
                 return LoadedComponent(component, digest, True, time.perf_counter() - start)
             except wasmtime.WasmtimeError as exc:
                 log.warning("discarding unreadable cache entry %s: %s", cached_path, exc)
+        if on_compile is not None:
+            on_compile(len(wasm))
         try:
             component = wc.Component(self.wasmtime, wasm)
         except wasmtime.WasmtimeError as exc:

@@ -304,3 +304,11 @@ def test_instance_reuse_is_opt_in_and_says_so(app_dir: Path, cache_dir: Path) ->
             assert client.get("/trap").status_code == 500  # a trapped instance is dropped
     # One instance serves three requests, then a fresh one takes over.
     assert counts == ["1", "2", "3", "1", "2", "3"]
+
+
+def test_body_over_the_copy_budget_is_500_with_a_clear_log(client: httpx.Client,
+                                                          host: HostProcess) -> None:
+    r = client.post("/echo/x/", content=bytes(4 << 20))
+    assert (r.status_code, r.content) == (500, b"")
+    assert host.wait_for_output("body too large for one component call")
+    assert client.post("/echo/x/", content=b"small").content == b"small"

@@ -149,6 +149,11 @@ class ComponentExecutor:
             return response
         except wasmtime.WasmtimeError as exc:
             reason = trap_reason(exc)
+            if "too much data is being copied" in reason:
+                raise GuestError(
+                    "request/response body too large for one component call (wasmtime's "
+                    "host-call copy budget, about 2.5 MiB of body per call)"
+                ) from None
             if reason == "wasm trap: interrupt":
                 raise GuestTimeout(
                     f"deadline of {self.limits.deadline_seconds:g} s exceeded"

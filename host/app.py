@@ -16,15 +16,17 @@ from typing import TextIO
 
 from host.errors import ComponentError
 from host.executors.component import ComponentExecutor, Limits
+from host.executors.wagi import WagiExecutor, WagiProgram
 from host.manifest import (
     Component,
     FileSource,
+    HttpTrigger,
     Manifest,
     StaticResponse,
     UrlSource,
 )
 from host.routing import Router
-from host.runtime.engine import Engine
+from host.runtime.engine import Engine, LoadedComponent
 from host.stdio import ComponentStdio
 
 log = logging.getLogger("host.app")
@@ -41,15 +43,18 @@ class AppSettings:
     echo_output: TextIO | None = None  # where component output is echoed, prefixed
 
 
+Executor = ComponentExecutor | WagiExecutor
+
+
 @dataclass
 class App:
     manifest: Manifest
     router: Router
-    executors: dict[str, ComponentExecutor]  # by component id
+    executors: dict[str, Executor]  # by trigger id (component executors are shared)
     static_responses: dict[str, StaticResponse]  # by trigger id
 
     def close(self) -> None:
-        for executor in self.executors.values():
+        for executor in {id(e): e for e in self.executors.values()}.values():
             executor.close()
             executor.stdio.close()
 
@@ -76,12 +81,6 @@ def component_path(manifest: Manifest, component: Component) -> Path:
     )
 
 
-def used_components(manifest: Manifest) -> list[Component]:
-    """Components that some trigger uses (Spin neither loads nor runs the others)."""
-    ids = {t.component for t in manifest.triggers if t.component is not None}
-    return [c for cid, c in manifest.components.items() if cid in ids]
-
-
 def load_app(
     manifest: Manifest,
     engine: Engine,
@@ -89,13 +88,6 @@ def load_app(
     report: Callable[[str], None] = lambda line: None,
 ) -> App:
     """Compile (or load from cache) and pre-instantiate every used component."""
-    for trigger in manifest.triggers:
-        if trigger.executor.kind == "wagi":
-            raise ComponentError(
-                f"{manifest.path}: [[trigger.http]] '{trigger.id}' executor: the WAGI executor "
-                "is not supported yet; use the default executor with a component built "
-                "against wit/"
-            )
     router = Router.build((t.id, t.component, t.route) for t in manifest.triggers)
     for dup in router.duplicates:
         log.warning(
@@ -106,61 +98,89 @@ def load_app(
         log.warning(
             "Routes under /.well-known/spin/ are handled by the host and will never be reached"
         )
-    executors: dict[str, ComponentExecutor] = {}
+    loader = _Loader(manifest, engine, settings, report)
     try:
-        for component in used_components(manifest):
-            executors[component.id] = _load_component(manifest, component, engine, settings,
-                                                      report)
+        executors = {t.id: loader.executor(t) for t in manifest.triggers
+                     if t.component is not None}
     except BaseException:
-        for executor in executors.values():
-            executor.close()
+        loader.close()
         raise
     statics = {t.id: t.static_response for t in manifest.triggers if t.static_response}
     return App(manifest, router, executors, statics)
 
 
-def _load_component(
-    manifest: Manifest,
-    component: Component,
-    engine: Engine,
-    settings: AppSettings,
-    report: Callable[[str], None],
-) -> ComponentExecutor:
-    path = component_path(manifest, component)
-    if not path.is_file():
-        raise ComponentError(
-            f"{manifest.path}: [component.{component.id}] source: {path} does not exist; "
-            "build it first (host build, or host up --build) or fix the path"
+class _Loader:
+    """Loads each component once and makes the executors its triggers ask for."""
+
+    def __init__(self, manifest: Manifest, engine: Engine, settings: AppSettings,
+                 report: Callable[[str], None]) -> None:
+        self.manifest = manifest
+        self.engine = engine
+        self.settings = settings
+        self.report = report
+        self.loaded: dict[str, tuple[LoadedComponent, ComponentStdio]] = {}
+        self.component_executors: dict[str, ComponentExecutor] = {}
+        self.made: list[Executor] = []
+
+    def executor(self, trigger: HttpTrigger) -> Executor:
+        assert trigger.component is not None
+        component = self.manifest.components[trigger.component]
+        if trigger.executor.kind == "http" and component.id in self.component_executors:
+            return self.component_executors[component.id]
+        loaded, stdio = self._load(component)
+        env = {**component.environment, **self.settings.env}
+        executor: Executor
+        start = time.perf_counter()
+        if trigger.executor.kind == "wagi":
+            executor = WagiExecutor(self.engine, component.id, loaded,
+                                    WagiProgram(trigger.executor.argv, env), stdio,
+                                    self.settings.limits)
+            self.made.append(executor)
+            executor.start()
+            self.report(f"{component.id}: WAGI program linked for trigger {trigger.id}")
+            return executor
+        executor = ComponentExecutor(
+            self.engine, component.id, loaded, env, stdio,
+            allow_wasi_http=allows_every_host(component.allowed_outbound_hosts),
+            limits=self.settings.limits, pool_size=self.settings.pool_size,
         )
-    _warn_unimplemented(component)
-    loaded = engine.load(
-        path, component.id,
-        on_compile=lambda size: report(
-            f"{component.id}: compiling {path.name} ({size / 1e6:.1f} MB; cached afterwards)..."
-        ),
-    )
-    how = "loaded from compile cache" if loaded.cached else "compiled"
-    report(f"{component.id}: {how} in {loaded.seconds * 1000:.0f} ms ({path.name})")
-    env = dict(component.environment)
-    env.update(settings.env)
-    stdio = ComponentStdio(component.id, settings.log_dir, settings.echo_output)
-    executor = ComponentExecutor(
-        engine,
-        component.id,
-        loaded,
-        env,
-        stdio,
-        allow_wasi_http=allows_every_host(component.allowed_outbound_hosts),
-        limits=settings.limits,
-        pool_size=settings.pool_size,
-    )
-    start = time.perf_counter()
-    executor.start()
-    if settings.pool_size:
-        per = (time.perf_counter() - start) / settings.pool_size
-        report(f"{component.id}: {settings.pool_size} instances ready "
-               f"({per * 1000:.2f} ms each)")
-    return executor
+        self.made.append(executor)
+        self.component_executors[component.id] = executor
+        executor.start()
+        if self.settings.pool_size:
+            per = (time.perf_counter() - start) / self.settings.pool_size
+            self.report(f"{component.id}: {self.settings.pool_size} instances ready "
+                        f"({per * 1000:.2f} ms each)")
+        return executor
+
+    def _load(self, component: Component) -> tuple[LoadedComponent, ComponentStdio]:
+        if component.id in self.loaded:
+            return self.loaded[component.id]
+        path = component_path(self.manifest, component)
+        if not path.is_file():
+            raise ComponentError(
+                f"{self.manifest.path}: [component.{component.id}] source: {path} does not "
+                "exist; build it first (host build, or host up --build) or fix the path"
+            )
+        _warn_unimplemented(component)
+        loaded = self.engine.load(
+            path, component.id,
+            on_compile=lambda size: self.report(
+                f"{component.id}: compiling {path.name} ({size / 1e6:.1f} MB; "
+                "cached afterwards)..."
+            ),
+        )
+        how = "loaded from compile cache" if loaded.cached else "compiled"
+        self.report(f"{component.id}: {how} in {loaded.seconds * 1000:.0f} ms ({path.name})")
+        stdio = ComponentStdio(component.id, self.settings.log_dir, self.settings.echo_output)
+        self.loaded[component.id] = (loaded, stdio)
+        return loaded, stdio
+
+    def close(self) -> None:
+        for executor in self.made:
+            executor.close()
+        for _, stdio in self.loaded.values():
+            stdio.close()
 
 
 def _warn_unimplemented(component: Component) -> None:

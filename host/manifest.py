@@ -596,7 +596,11 @@ def _parse_triggers(
         tt = _Table(t.file, f"[[trigger.http]] #{n}", raw)
         tid = tt.string("id")
         parsed.append((tt, tid, raw))
-    used_ids = {tid for _, tid, _ in parsed if tid}
+    explicit = [tid for _, tid, _ in parsed if tid]
+    for tid in explicit:
+        if explicit.count(tid) > 1:
+            t.fail(f'[[trigger.http]]: duplicate trigger id "{tid}"')
+    used_ids = set(explicit)
     triggers: list[HttpTrigger] = []
     counter = 0
     for tt, tid, _ in parsed:
@@ -604,6 +608,11 @@ def _parse_triggers(
         if tid is None:
             if isinstance(comp_value, str):
                 tid = f"{comp_value}-http-trigger"
+                # Several triggers on one component: keep ids unique (they key executors).
+                k = 2
+                while tid in used_ids:
+                    tid = f"{comp_value}-http-trigger{k}"
+                    k += 1
             else:
                 counter += 1
                 while f"http-trigger{counter}" in used_ids:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from host.app import App
 from host.executors.component import GuestError, GuestTimeout
+from host.executors.wagi import CgiError
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch
 from host.runtime.abi import HttpRequest, HttpResponse
 
@@ -67,8 +68,7 @@ class HostApp:
             headers = [(k.encode(), v.encode()) for k, v in static.headers.items()]
             await _respond(send, static.status, headers, static.body.encode())
             return
-        assert match.route.component is not None
-        executor = self.app.executors[match.route.component]
+        executor = self.app.executors[match.route.target]
         body = await _read_body(receive)
         if body is None:
             return  # the client went away: nobody is left to answer
@@ -76,6 +76,10 @@ class HostApp:
         try:
             response: HttpResponse = await run_in_threadpool(executor.handle, request)
             status, headers = _check_response(response)
+        except CgiError as exc:
+            log.error("Error processing request: component %s: %s", executor.id, exc)
+            await _respond(send, exc.status, [], exc.body)
+            return
         except GuestError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
             await _respond(send, 504 if isinstance(exc, GuestTimeout) else 500)

@@ -140,6 +140,9 @@ MALFORMED = [
      'static_response = { status_code = "ok" }\n', ["status_code", '"ok"']),
     ("static header name invalid", HEAD + '[[trigger.http]]\nroute = "/"\n'
      'static_response = { headers = { "bad name" = "x" } }\n', ["headers", "'bad name'"]),
+    ("duplicate trigger id", HEAD + '[[trigger.http]]\nid = "t"\nroute = "/a"\ncomponent = "web"\n'
+     '[[trigger.http]]\nid = "t"\nroute = "/b"\ncomponent = "web"\n' + COMPONENT,
+     ['duplicate trigger id "t"']),
     ("dependencies unsupported", VALID + '[component.web.dependencies]\n"a:b/c" = "1.0"\n',
      ["dependencies", "not supported"]),
     ("v1 missing trigger", 'spin_manifest_version = "1"\nname = "x"\n', ["'trigger'"]),

@@ -239,8 +239,8 @@ source = "core.wasm"
 """)
     result = run_host("check", "-f", str(tmp_path), "--disable-cache")
     assert result.returncode == 1
-    assert 'component "core"' in result.stderr
-    assert "not a valid WebAssembly component" in result.stderr
+    assert 'component "core" is a core WebAssembly module' in result.stderr
+    assert 'executor = { type = "wagi" }' in result.stderr
 
 
 def test_check_rejects_component_exporting_something_else(tmp_path: Path) -> None:

@@ -135,3 +135,81 @@ def build_non_handler(directory: Path) -> Path:
     (wit_dir / "other.wit").write_text("package test:other;\nworld other { export run: func(); }\n")
     return build_component('(func (export "run"))', directory / "other.wasm", world="other",
                            wit_dir=wit_dir, prelude=False)
+
+
+# ---------------------------------------------------------------------------
+# WASI preview 1 command programs (for the WAGI executor): core modules.
+
+_WASI_IMPORTS = """
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 64)
+  ;; write(ptr, len) to stdout; iovec at 0..8, nwritten at 8
+  (func $write (param $p i32) (param $n i32)
+    (i32.store (i32.const 0) (local.get $p))
+    (i32.store (i32.const 4) (local.get $n))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+"""
+
+
+def _wat_bytes(data: bytes) -> str:
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+def wasi_print(output: bytes, exit_code: int | None = None) -> str:
+    """A command that prints `output` to stdout, then optionally exits with a code."""
+    exit_call = f"(call $proc_exit (i32.const {exit_code}))" if exit_code is not None else ""
+    return f"""(module {_WASI_IMPORTS}
+  (data (i32.const 1024) "{_wat_bytes(output)}")
+  (func (export "_start") (call $write (i32.const 1024) (i32.const {len(output)})) {exit_call}))
+"""
+
+
+# Prints a CGI header, then its environment buffer ("K=V\\0"...), a \\x01, its argv
+# buffer ("arg\\0"...), a \\x01 and everything read from stdin.
+WASI_CGI_ECHO = f"""(module {_WASI_IMPORTS}
+  (data (i32.const 64) "Content-Type: application/octet-stream\\0a\\0a\\01")
+  (func (export "_start") (local $n i32) (local $total i32)
+    (call $write (i32.const 64) (i32.const 41))
+    ;; environment: sizes at 16/20, pointers at 4096, strings at 65536
+    (drop (call $env_sizes (i32.const 16) (i32.const 20)))
+    (drop (call $env_get (i32.const 4096) (i32.const 65536)))
+    (call $write (i32.const 65536) (i32.load (i32.const 20)))
+    (call $write (i32.const 104) (i32.const 1))
+    ;; argv: pointers at 4096, strings at 131072
+    (drop (call $args_sizes (i32.const 16) (i32.const 20)))
+    (drop (call $args_get (i32.const 4096) (i32.const 131072)))
+    (call $write (i32.const 131072) (i32.load (i32.const 20)))
+    (call $write (i32.const 104) (i32.const 1))
+    ;; stdin, 64 KiB at a time, into 262144
+    (block $done (loop $more
+      (i32.store (i32.const 32) (i32.const 262144))
+      (i32.store (i32.const 36) (i32.const 65536))
+      (drop (call $fd_read (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 40)))
+      (local.set $n (i32.load (i32.const 40)))
+      (br_if $done (i32.eqz (local.get $n)))
+      (call $write (i32.const 262144) (local.get $n))
+      (br $more)))))
+"""
+
+# Never returns (deadline tests) / traps.
+WASI_LOOP = f"""(module {_WASI_IMPORTS}
+  (func (export "_start") (loop $l (br $l))))
+"""
+WASI_TRAP = f"""(module {_WASI_IMPORTS}
+  (func (export "_start") unreachable))
+"""
+
+
+def build_module(wat_text: str, out: Path) -> Path:
+    """A WASI preview 1 core module from WAT (wasmtime's own assembler)."""
+    import wasmtime
+
+    out.write_bytes(wasmtime.wat2wasm(wat_text))
+    return out

@@ -68,6 +68,12 @@ class ComponentExecutor:
     ) -> None:
         self.engine = engine
         self.id = component_id
+        if not isinstance(loaded.component, wc.Component):
+            raise ComponentError(
+                f'component "{component_id}" is a core WebAssembly module (a WASI preview 1 '
+                'program): serve it with executor = { type = "wagi" }, or build a component '
+                "against wit/"
+            )
         self.component = loaded.component
         self.environment = dict(environment)
         self.stdio = stdio

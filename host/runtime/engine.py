@@ -36,9 +36,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "spinhost" / "compiled"
 
 
+_CORE_MODULE_VERSION = b"\x01\x00\x00\x00"  # bytes 4..8 of a core module
+
+
 @dataclass(frozen=True)
 class LoadedComponent:
-    component: wc.Component
+    component: wc.Component | wasmtime.Module  # a Module for WASI preview 1 programs
     digest: str
     cached: bool  # True when the compiled artifact came from the cache
     seconds: float  # time spent compiling or deserializing
@@ -98,30 +101,33 @@ class Engine:
                 f"component \"{owner}\": cannot read source {path}: {exc.strerror or exc}"
             ) from None
         digest = hashlib.sha256(wasm).hexdigest()
-        key = hashlib.sha256(f"{digest};{self.cache_version}".encode()).hexdigest()
+        core = wasm[:4] == b"\0asm" and wasm[4:8] == _CORE_MODULE_VERSION
+        kind: type[wc.Component] | type[wasmtime.Module] = wasmtime.Module if core else wc.Component
+        key = hashlib.sha256(f"{digest};{kind.__name__};{self.cache_version}".encode()).hexdigest()
         start = time.perf_counter()
         cached_path = self.cache_dir / f"{key}.cwasm" if self.cache_dir else None
         if cached_path is not None and cached_path.is_file():
             try:
-                component = wc.Component.deserialize_file(self.wasmtime, str(cached_path))
+                component = kind.deserialize_file(self.wasmtime, str(cached_path))
                 return LoadedComponent(component, digest, True, time.perf_counter() - start)
             except wasmtime.WasmtimeError as exc:
                 log.warning("discarding unreadable cache entry %s: %s", cached_path, exc)
         if on_compile is not None:
             on_compile(len(wasm))
         try:
-            component = wc.Component(self.wasmtime, wasm)
+            component = kind(self.wasmtime, wasm)
         except wasmtime.WasmtimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+            what = "module" if core else "component"
             raise ComponentError(
-                f"component \"{owner}\": {path} is not a valid WebAssembly component: {first}"
+                f"component \"{owner}\": {path} is not a valid WebAssembly {what}: {first}"
             ) from None
         seconds = time.perf_counter() - start
         if cached_path is not None:
             self._store(cached_path, component)
         return LoadedComponent(component, digest, False, seconds)
 
-    def _store(self, cached_path: Path, component: wc.Component) -> None:
+    def _store(self, cached_path: Path, component: wc.Component | wasmtime.Module) -> None:
         # Best effort: a read-only or full cache must not stop the app serving.
         try:
             cached_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,250 @@
+"""WAGI: plain WASI preview 1 command programs as HTTP handlers, over CGI.
+
+The request arrives as argv, environment variables (the CGI set Spin's WAGI
+executor defines, SPIN.md section 6) and stdin; the response is what the
+program prints: CGI headers, a blank line, the body. Programs run under
+wasmtime's own WASI with stdin from memory and stdout captured in memory, in a
+fresh instance per request, linked once ahead of time (`InstancePre`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from host.errors import ComponentError
+from host.executors.component import GuestError, GuestTimeout, Limits, trap_reason
+from host.runtime.abi import HttpRequest, HttpResponse
+from host.runtime.engine import Engine, LoadedComponent
+from host.stdio import ComponentStdio
+
+log = logging.getLogger("host.wagi")
+
+MISSING_HEADERS = b"Exactly one of 'location' or 'content-type' must be specified"
+# Request headers CGI programs never see (credentials, hop-by-hop).
+_HIDDEN_HEADERS = {"authorization", "connection"}
+# spin-* request header -> WAGI variable (spin-path-info is PATH_INFO below).
+_SPIN_VARS = {
+    "spin-full-url": "X_FULL_URL",
+    "spin-matched-route": "X_MATCHED_ROUTE",
+    "spin-component-route": "X_COMPONENT_ROUTE",
+    "spin-raw-component-route": "X_RAW_COMPONENT_ROUTE",
+    "spin-base-path": "X_BASE_PATH",
+    "spin-client-addr": "X_CLIENT_ADDR",
+}
+
+
+class CgiError(GuestError):
+    """The program's output is not a valid CGI response; carries the status to answer."""
+
+    def __init__(self, message: str, status: int, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def argv_for(template: str, path: str, query: str) -> list[str]:
+    """Spin's argv: ${SCRIPT_NAME} is the request path, ${ARGS} the query with & -> space,
+    then the result is split on single spaces (so an empty query leaves an empty arg)."""
+    text = template.replace("${SCRIPT_NAME}", path).replace("${ARGS}", query.replace("&", " "))
+    return text.split(" ")
+
+
+def cgi_environment(request: HttpRequest, http_version: str = "HTTP/1.1") -> dict[str, str]:
+    """The CGI variables for `request`, whose headers include the host's spin-* values."""
+    path, _, query = request.path_with_query.partition("?")
+    spin: dict[str, str] = {}
+    env: dict[str, str] = {}
+    content_type = ""
+    for name, raw in request.headers:
+        value = raw.decode("latin-1")
+        if name.startswith("spin-"):
+            spin[name] = value
+            continue
+        if name == "content-type":
+            content_type = value
+        if name not in _HIDDEN_HEADERS:
+            env["HTTP_" + name.upper().replace("-", "_")] = value  # repeats: last wins
+    client = spin.get("spin-client-addr", "")
+    client_ip = client.rsplit(":", 1)[0].strip("[]") if client else ""
+    host = request.authority or ""
+    server_name, _, server_port = host.rpartition(":") if host.count(":") == 1 else (
+        host, "", "")
+    matched = spin.get("spin-matched-route", "")
+    path_info = spin.get("spin-path-info", "")
+    env.update({
+        "AUTH_TYPE": "",
+        "CONTENT_LENGTH": str(len(request.body)),
+        # [ours] Spin looks up a header literally named CONTENT_TYPE, so its value is
+        # always empty there; CGI means the request's content type.
+        "CONTENT_TYPE": content_type,
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "QUERY_STRING": query,
+        "REMOTE_ADDR": client_ip,
+        "REMOTE_HOST": client_ip,
+        "REMOTE_USER": "",
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": _strip_wildcard(matched),
+        "PATH_INFO": path_info,
+        "X_RAW_PATH_INFO": path_info,
+        "PATH_TRANSLATED": unquote(path_info),
+        "SERVER_NAME": server_name or "localhost",
+        "SERVER_PORT": server_port or "80",
+        "SERVER_PROTOCOL": http_version,
+        "SERVER_SOFTWARE": "WAGI/1",
+    })
+    for header, var in _SPIN_VARS.items():
+        if header in spin:
+            env[var] = spin[header]
+    for name, value in spin.items():
+        if name.startswith("spin-path-match-"):
+            env["X_PATH_MATCH_" + name[len("spin-path-match-"):].upper().replace("-", "_")] = value
+    return env
+
+
+def _strip_wildcard(route: str) -> str:
+    for suffix in ("/...", "/*"):
+        if route.endswith(suffix):
+            return route[: -len(suffix)]
+    return route
+
+
+def parse_cgi_output(out: bytes) -> HttpResponse:
+    """CGI stdout -> response, with Spin's rules for Status, Location and errors."""
+    if not out:
+        raise CgiError("the program wrote nothing to stdout", 500)
+    headers: dict[str, tuple[str, bytes]] = {}  # lower name -> (name, value); last wins
+    status: int | None = None
+    pos = 0
+    body = b""
+    while pos < len(out):
+        end = out.find(b"\n", pos)
+        if end < 0:
+            line, pos = out[pos:], len(out)
+        else:
+            line, pos = out[pos:end], end + 1
+        line = line.rstrip(b"\r")
+        if not line:
+            body = out[pos:]
+            break
+        name, colon, value = line.partition(b":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or any(c in name for c in b" \t()<>@,;\\\"/[]?={}"):
+            log.warning("ignoring malformed CGI header line %r", line[:100])
+            continue
+        key = name.decode("latin-1").lower()
+        if key == "status":
+            try:
+                status = int(value.split()[0])
+            except (ValueError, IndexError):
+                raise CgiError(f"unparsable CGI Status {value[:50]!r}", 502) from None
+            if not 100 <= status <= 599:
+                raise CgiError(f"CGI Status {status} out of range", 502)
+            continue
+        headers[key] = (key, value)
+    if not {"content-type", "location"} & headers.keys() and status is None:
+        raise CgiError("CGI output has no Content-Type, Status or Location", 500, MISSING_HEADERS)
+    if status is None:
+        status = 302 if "location" in headers else 200
+    return HttpResponse(status, list(headers.values()), body)
+
+
+@dataclass(frozen=True)
+class WagiProgram:
+    """What one request needs from the manifest: the argv template and environment."""
+
+    argv: str
+    environment: Mapping[str, str]
+
+
+class WagiExecutor:
+    """Runs one WAGI trigger's program; a fresh instance per request."""
+
+    def __init__(self, engine: Engine, component_id: str, loaded: LoadedComponent,
+                 program: WagiProgram, stdio: ComponentStdio,
+                 limits: Limits | None = None) -> None:
+        self.engine = engine
+        self.id = component_id
+        self.program = program
+        self.stdio = stdio
+        self.limits = limits or Limits()
+        module = loaded.component
+        if not isinstance(module, wasmtime.Module):
+            raise ComponentError(
+                f'component "{component_id}": the WAGI executor runs WASI preview 1 command '
+                "modules (a core .wasm with _start); this file is a component"
+            )
+        if not any(e.name == "_start" for e in module.exports):
+            raise ComponentError(
+                f'component "{component_id}": WAGI programs must export _start '
+                "(build a WASI command, not a library)"
+            )
+        linker = wasmtime.Linker(engine.wasmtime)
+        linker.define_wasi()
+        try:
+            self.pre = linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise ComponentError(
+                f'component "{component_id}" cannot be linked: {trap_reason(exc)}'
+            ) from None
+
+    def start(self) -> None:
+        """Instantiate once now, so link and start-up errors surface before serving."""
+        self._run(HttpRequest("GET", "http", None, "/", [], b""), dry_run=True)
+
+    def close(self) -> None:
+        pass
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """Run the program for one request. Blocking: call it off the event loop."""
+        return parse_cgi_output(self._run(request))
+
+    def _run(self, request: HttpRequest, dry_run: bool = False) -> bytes:
+        path, _, query = request.path_with_query.partition("?")
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = argv_for(self.program.argv, path, query)
+        env = dict(self.program.environment)
+        env.update(cgi_environment(request))
+        wasi.env = list(env.items())
+        _set_stdin_bytes(wasi, request.body)
+        out: list[bytes] = []
+        wasi.stdout_custom = out.append
+        wasi.stderr_custom = self.stdio.stderr
+        store = wasmtime.Store(self.engine.wasmtime)
+        store.set_wasi(wasi)
+        store.set_limits(memory_size=self.limits.memory_bytes)
+        store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
+        try:
+            instance = self.pre.instantiate(store)
+            if dry_run:
+                return b""
+            start = instance.exports(store)["_start"]
+            assert isinstance(start, wasmtime.Func)
+            start(store)
+        except wasmtime.ExitTrap as exc:
+            if exc.code != 0:
+                raise GuestError(f"the program exited with status {exc.code}") from None
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:  # core traps are Trap
+            reason = trap_reason(exc)
+            if reason == "wasm trap: interrupt":
+                raise GuestTimeout(
+                    f"deadline of {self.limits.deadline_seconds:g} s exceeded") from None
+            if dry_run:
+                raise ComponentError(
+                    f'component "{self.id}" cannot be instantiated: {reason}') from None
+            raise GuestError(reason) from None
+        return b"".join(out)
+
+
+def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """stdin from memory (the C API has it; wasmtime-py 50 only offers files)."""
+    vec = ffi.wasm_byte_vec_t()
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data),
+                          ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), vec)  # takes ownership of the bytes

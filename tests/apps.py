@@ -18,12 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "apps"
 
-# app -> its build output, relative to the app directory
+# app -> its (main) build output, relative to the app directory
 OUTPUTS = {
     "hello-python": "hello-python.wasm",
     "echo": "echo.wasm",
     "hello-ts": "dist/hello-ts.wasm",
+    "hello-wagi": "hello.wasm",
 }
+# apps whose build writes more than one file
+EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"]}
 _SKIP_DIRS = {"node_modules", "dist", "__pycache__", ".spin"}
 
 
@@ -34,7 +37,8 @@ def _cache_root() -> Path:
 
 def build_key(app: str) -> str:
     digest = hashlib.sha256()
-    digest.update(f"componentize-py {version('componentize-py')}\n".encode())
+    for tool in ("componentize-py", "ziglang"):
+        digest.update(f"{tool} {version(tool)}\n".encode())
     app_dir = APPS / app
     files = sorted(p for p in app_dir.rglob("*") if p.is_file()
                    and not _SKIP_DIRS.intersection(p.relative_to(app_dir).parts)
@@ -47,18 +51,21 @@ def build_key(app: str) -> str:
 def built_app(app: str) -> Path:
     """Return the app directory with its component built (from cache if possible)."""
     app_dir = APPS / app
-    output = app_dir / OUTPUTS[app]
-    cached = _cache_root() / f"{app}-{build_key(app)}.wasm"
-    if cached.is_file():
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, output)
+    outputs = [OUTPUTS[app], *EXTRA_OUTPUTS.get(app, [])]
+    key = build_key(app)
+    cached = {name: _cache_root() / f"{app}-{key}-{Path(name).name}" for name in outputs}
+    if all(path.is_file() for path in cached.values()):
+        for name, path in cached.items():
+            (app_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, app_dir / name)
         return app_dir
     result = subprocess.run([sys.executable, "-m", "host", "build", "-f", str(app_dir)],
                             cwd=ROOT, text=True, capture_output=True, timeout=900)
     if result.returncode != 0:
         raise RuntimeError(f"building {app} failed:\n{result.stdout}\n{result.stderr}")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    shutil.copyfile(output, tmp)
-    os.replace(tmp, cached)
+    for name, path in cached.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        shutil.copyfile(app_dir / name, tmp)
+        os.replace(tmp, path)
     return app_dir

@@ -87,3 +87,19 @@ def test_echo_output_is_captured(echo_host: HostProcess) -> None:
     log_dir: Path = echo_host.log_dir  # type: ignore[attr-defined]
     assert "echo: POST /captured" in (log_dir / "echo_stdout.txt").read_text()
     assert "echo: 5 body bytes" in (log_dir / "echo_stderr.txt").read_text()
+
+
+def test_hello_wagi(cache_dir: Path) -> None:
+    with HostProcess(["-f", str(built_app("hello-wagi")), "--cache-dir", str(cache_dir)]) as h:
+        with h.client() as client:
+            r = client.get("/hello-wagi")
+            assert (r.status_code, r.text) == (200, "Hello, world!\n")
+            assert r.headers["content-type"] == "text/plain"
+            seen = client.post("/wagi-env/a/b?x=1&y=2", content=b"posted").json()
+    assert seen["argv"] == ["/wagi-env/a/b", "x=1", "y=2"]
+    assert seen["stdin"] == "posted"
+    env = seen["env"]
+    assert env["GREETING"] == "hello from the manifest"
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == (
+        "/wagi-env", "/a/b", "x=1&y=2")
+    assert env["REQUEST_METHOD"] == "POST" and env["CONTENT_LENGTH"] == "6"

@@ -13,6 +13,8 @@ core 0, `wrk -t1 -cN -dS --latency` on core 1):
   f  hello-python's handler as a native Starlette route
   g  Starlette + wasmtime-py generic API, trivial WAT, fresh Store + instantiate
      per request
+  h  host up apps/hello-wagi (a C WASI program over CGI, WAGI executor)
+  i  host up apps/hello-ts (componentize-js), next to h for WAGI vs component
 In-process / process rows: abi (call_handler vs generic, per request size),
 inst (instantiate per example app), loop (instantiate + call, hello-python),
 startup (time to first 200, warm and cold compile cache), rss (VmRSS by
@@ -40,7 +42,7 @@ from bench.micro import Budget
 from bench.report import HttpRow, Results
 
 T = TypeVar("T")
-HTTP_KEYS = "abcdefg"
+HTTP_KEYS = "abcdefghi"
 OTHER_KEYS = ("abi", "inst", "loop", "startup", "rss")
 RSS_POOL_SIZES = (0, 4, 16)
 
@@ -96,6 +98,10 @@ def http_row(plan: Plan, key: str, label: str, cmd_for_port: Callable[[int], lis
     return HttpRow(key, label, result)
 
 
+def _host_up(app_dir: Path, cache: Path, port: int) -> list[str]:
+    return host_up_cmd(app_dir, port, cache)
+
+
 def http_rows(plan: Plan, fx: Fixtures, cache: Path) -> list[HttpRow]:
     rows = []
     hello_python = fx.app_dir("hello-python") if plan.wants("e") else None
@@ -131,6 +137,11 @@ def http_rows(plan: Plan, fx: Fixtures, cache: Path) -> list[HttpRow]:
                              "trivial WAT, fresh Store + instantiate per request",
                              lambda p: uvicorn_cmd("bench.naive_app:app", p), "/fixed",
                              env={"BENCH_WASM": str(fx.fixed_wasm)}))
+    for key, app, route, what in (("h", "hello-wagi", "/hello-wagi", "WAGI, C over CGI"),
+                                  ("i", "hello-ts", "/hello-ts", "componentize-js")):
+        if plan.wants(key):
+            rows.append(http_row(plan, key, f"host up: apps/{app} ({what})",
+                                 partial(_host_up, fx.app_dir(app), cache), route, host=True))
     return rows
 
 

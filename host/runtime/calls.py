@@ -59,19 +59,19 @@ class TypedFunc:
         if len(args) != n:
             raise TypeError(f"expected {n} arguments, got {len(args)}")
         arena = Arena(store)
-        view, addr = arena.vals(n)
-        for i in range(n):
-            params[i].lower(args[i], view, i * VAL_SIZE, arena)
         results = ffi.wasmtime_component_val_t()
         raddr = _addressof(results)
         has_result = self.result is not None
         ctx = context if context is not None else context_address(store)
         fptr = _addressof(func._func)
         try:
+            view, addr = arena.vals(n)
+            for i in range(n):
+                params[i].lower(args[i], view, i * VAL_SIZE, arena)
             err = _func_call(fptr, ctx, addr, n, raddr if has_result else None,
                              1 if has_result else 0)
         finally:
-            arena.release()
+            arena.release()  # also when lowering failed half-way
         if err:
             _raise(err)
         value = None

@@ -154,19 +154,22 @@ class ComponentExecutor:
                 self.pool.give_back(instance)  # only after success: a trap poisons it
             return response
         except wasmtime.WasmtimeError as exc:
-            reason = trap_reason(exc)
-            if "too much data is being copied" in reason:
-                raise GuestError(
-                    "request/response body too large for one component call (wasmtime's "
-                    "host-call copy budget, about 2.5 MiB of body per call)"
-                ) from None
-            if reason == "wasm trap: interrupt":
-                raise GuestTimeout(
-                    f"deadline of {self.limits.deadline_seconds:g} s exceeded"
-                ) from None
-            raise GuestError(reason) from None
+            raise guest_failure(exc, self.limits) from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise GuestError(f"invalid response from guest: {exc}") from None
+
+
+def guest_failure(exc: BaseException, limits: Limits) -> GuestError:
+    """The GuestError (or GuestTimeout) a wasmtime error during a request stands for."""
+    reason = trap_reason(exc)
+    if "too much data is being copied" in reason:
+        return GuestError(
+            "request/response body too large for one component call (wasmtime's "
+            "host-call copy budget, about 2.5 MiB of body per call)"
+        )
+    if reason == "wasm trap: interrupt":
+        return GuestTimeout(f"deadline of {limits.deadline_seconds:g} s exceeded")
+    return GuestError(reason)
 
 
 def trap_reason(exc: BaseException) -> str:

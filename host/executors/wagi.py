@@ -19,7 +19,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from host.errors import ComponentError
-from host.executors.component import GuestError, GuestTimeout, Limits, trap_reason
+from host.executors.component import GuestError, Limits, guest_failure, trap_reason
 from host.runtime.abi import HttpRequest, HttpResponse
 from host.runtime.engine import Engine, LoadedComponent
 from host.stdio import ComponentStdio
@@ -231,14 +231,11 @@ class WagiExecutor:
             if exc.code != 0:
                 raise GuestError(f"the program exited with status {exc.code}") from None
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:  # core traps are Trap
-            reason = trap_reason(exc)
-            if reason == "wasm trap: interrupt":
-                raise GuestTimeout(
-                    f"deadline of {self.limits.deadline_seconds:g} s exceeded") from None
             if dry_run:
                 raise ComponentError(
-                    f'component "{self.id}" cannot be instantiated: {reason}') from None
-            raise GuestError(reason) from None
+                    f'component "{self.id}" cannot be instantiated: {trap_reason(exc)}'
+                ) from None
+            raise guest_failure(exc, self.limits) from None
         return b"".join(out)
 
 

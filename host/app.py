@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TextIO
 
 from host.errors import ComponentError
-from host.executors.component import ComponentExecutor, Limits
+from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
+from host.limits import Limits
 from host.manifest import (
     Component,
     FileSource,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import socket
 import sys
@@ -19,7 +20,7 @@ from host import __version__
 from host.app import App, AppSettings, load_app
 from host.build import build_app
 from host.errors import ConfigError, HostError
-from host.executors.component import Limits
+from host.limits import HttpLimits, Limits
 from host.manifest import Manifest, load_manifest
 from host.runtime.engine import Engine, default_cache_dir
 
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("-q", "--quiet", action="store_true",
                     help="do not echo component output or start-up details")
     _runtime_flags(up)
+    _http_flags(up)
     up.set_defaults(run=cmd_up)
 
     check = sub.add_parser("check", help="validate the manifest and components; print routes")
@@ -126,6 +128,47 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
                         "request; more shares guest state between requests)")
 
 
+def _http_flags(p: argparse.ArgumentParser) -> None:
+    d = HttpLimits()
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, metavar="N",
+                   help=f"larger request bodies answer 413 (default {d.max_body_bytes})")
+    p.add_argument("--max-header-count", type=int, default=d.max_header_count, metavar="N",
+                   help=f"more request headers answer 431 (default {d.max_header_count})")
+    p.add_argument("--max-header-bytes", type=int, default=d.max_header_bytes, metavar="N",
+                   help=f"larger request header blocks answer 431 (default {d.max_header_bytes})")
+    p.add_argument("--max-response-bytes", type=int, default=d.max_response_bytes, metavar="N",
+                   help=f"larger guest responses answer 500 (default {d.max_response_bytes})")
+    p.add_argument("--max-concurrent-requests", type=int, default=d.max_concurrent,
+                   metavar="N", help="requests one component runs at once "
+                                     f"(default {d.max_concurrent})")
+    p.add_argument("--max-queued-requests", type=int, default=d.max_queued, metavar="N",
+                   help="requests waiting per component before answering 503 "
+                        f"(default {d.max_queued})")
+    p.add_argument("--drain-timeout", type=float, default=d.drain_seconds, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, how long in-flight requests may finish "
+                        f"(default {d.drain_seconds:g})")
+
+
+def http_limits(args: argparse.Namespace) -> HttpLimits:
+    values = {
+        "--max-body-bytes": args.max_body_bytes, "--max-header-count": args.max_header_count,
+        "--max-header-bytes": args.max_header_bytes,
+        "--max-response-bytes": args.max_response_bytes,
+        "--max-concurrent-requests": args.max_concurrent_requests,
+    }
+    for flag, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{flag} {value}: must be positive")
+    if args.max_queued_requests < 0 or args.drain_timeout < 0:
+        raise ConfigError("--max-queued-requests and --drain-timeout must be 0 or more")
+    return HttpLimits(
+        max_body_bytes=args.max_body_bytes, max_header_count=args.max_header_count,
+        max_header_bytes=args.max_header_bytes, max_response_bytes=args.max_response_bytes,
+        max_concurrent=args.max_concurrent_requests, max_queued=args.max_queued_requests,
+        drain_seconds=args.drain_timeout,
+    )
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
 
@@ -162,6 +205,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         build_app(manifest)
         manifest = load_manifest(manifest.path)
     _print_warnings(manifest)
+    limits = http_limits(args)
     host, port = parse_listen(args.listen)
     sock = bind_socket(host, port, args.find_free_port)
     state_dir = _state_dir(args, manifest)
@@ -177,25 +221,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         bound_host, bound_port = sock.getsockname()[:2]
         base_url = f"http://{_url_host(bound_host)}:{bound_port}"
         print_routes(app, base_url)
-        _serve(app, sock)
+        _serve(app, sock, limits)
     finally:
         app.close()
         engine.stop_ticker()
     return EXIT_OK
 
 
-def _serve(app: App, sock: socket.socket) -> None:
+def _serve(app: App, sock: socket.socket, limits: HttpLimits) -> None:
     import uvicorn
 
     from host.server import HostApp
 
     config = uvicorn.Config(
-        HostApp(app),
+        HostApp(app, limits=limits),
         log_level="warning",
         access_log=False,
         server_header=False,
         date_header=True,
         lifespan="on",
+        timeout_graceful_shutdown=math.ceil(limits.drain_seconds),
     )
     server = _server_class()(config)
     # Server.run picks uvloop (config.loop="auto"); plain asyncio.run would not,

@@ -8,6 +8,7 @@ the log gets the component id and the reason.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from host.app import App
 from host.executors.component import GuestError, GuestTimeout
 from host.executors.wagi import CgiError
+from host.limits import HttpLimits
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch
 from host.runtime.abi import HttpRequest, HttpResponse
 
@@ -32,10 +34,24 @@ Send = Callable[[Message], Awaitable[None]]
 _HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 
 
+class _Gate:
+    """Per-component admission: a bounded number running, a bounded number waiting."""
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.slots = asyncio.Semaphore(limits.max_concurrent)
+        self.max_queued = limits.max_queued
+        self.waiting = 0
+
+    def full(self) -> bool:
+        return self.slots.locked() and self.waiting >= self.max_queued
+
+
 class HostApp:
-    def __init__(self, app: App, scheme: str = "http") -> None:
+    def __init__(self, app: App, scheme: str = "http", limits: HttpLimits | None = None) -> None:
         self.app = app
         self.scheme = scheme
+        self.limits = limits or HttpLimits()
+        self._gates: dict[int, _Gate] = {}
         self._warned_no_match = False
         info: dict[str, str] = {"name": app.manifest.application.name}
         if app.manifest.application.version is not None:
@@ -47,6 +63,12 @@ class HostApp:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":  # websockets are not part of Spin's HTTP trigger
+            return
+        limits = self.limits
+        headers_in = scope["headers"]
+        if (len(headers_in) > limits.max_header_count
+                or sum(len(n) + len(v) for n, v in headers_in) > limits.max_header_bytes):
+            await _respond(send, 431)
             return
         path = scope.get("raw_path") or scope["path"].encode()
         raw_path = path.decode("latin-1").split("?", 1)[0]
@@ -69,13 +91,36 @@ class HostApp:
             await _respond(send, static.status, headers, static.body.encode())
             return
         executor = self.app.executors[match.route.target]
-        body = await _read_body(receive)
+        if _declared_length(headers_in) > limits.max_body_bytes:
+            await _respond(send, 413)  # refused before reading a byte of it
+            return
+        body = await _read_body(receive, limits.max_body_bytes)
         if body is None:
             return  # the client went away: nobody is left to answer
+        if isinstance(body, _TooLarge):
+            await _respond(send, 413)
+            return
+        gate = self._gates.get(id(executor))
+        if gate is None:
+            gate = self._gates[id(executor)] = _Gate(limits)
+        if gate.full():
+            log.warning("component %s: %d requests running and %d queued; answering 503",
+                        executor.id, limits.max_concurrent, gate.waiting)
+            retry = str(limits.retry_after_seconds).encode()
+            await _respond(send, 503, [(b"retry-after", retry)])
+            return
         request = self._build_request(scope, raw_path, match, body)
         try:
-            response: HttpResponse = await run_in_threadpool(executor.handle, request)
-            status, headers = _check_response(response)
+            gate.waiting += 1
+            try:
+                await gate.slots.acquire()
+            finally:
+                gate.waiting -= 1
+            try:
+                response: HttpResponse = await run_in_threadpool(executor.handle, request)
+            finally:
+                gate.slots.release()
+            status, headers = _check_response(response, limits.max_response_bytes)
         except CgiError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
             await _respond(send, exc.status, [], exc.body)
@@ -147,10 +192,14 @@ def spin_headers(
     return headers
 
 
-def _check_response(response: HttpResponse) -> tuple[int, list[tuple[bytes, bytes]]]:
+def _check_response(response: HttpResponse,
+                    max_bytes: int) -> tuple[int, list[tuple[bytes, bytes]]]:
     """Validate what the guest returned; anything malformed is a guest error."""
     if not 100 <= response.status <= 599:
         raise GuestError(f"invalid status code {response.status}")
+    if len(response.body) > max_bytes:
+        raise GuestError(f"response body of {len(response.body)} bytes exceeds the limit of "
+                         f"{max_bytes} bytes (--max-response-bytes)")
     headers: list[tuple[bytes, bytes]] = []
     for name, value in response.headers:
         try:
@@ -166,14 +215,34 @@ def _check_response(response: HttpResponse) -> tuple[int, list[tuple[bytes, byte
     return response.status, headers
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client disconnected first."""
+class _TooLarge:
+    """Marker: the body grew past the limit (reading stopped there)."""
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0  # the HTTP layer rejects malformed lengths itself
+    return 0
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | _TooLarge | None:
+    """The whole request body; None if the client disconnected first; _TooLarge past
+    `limit` (chunked bodies have no declared length, so this is checked as they arrive)."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return _TooLarge()
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 

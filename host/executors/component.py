@@ -16,6 +16,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.errors import ComponentError
+from host.limits import Limits
 from host.runtime import abi
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime.pool import InstancePool
@@ -24,19 +25,6 @@ from host.stdio import ComponentStdio
 log = logging.getLogger("host.executor")
 
 WASI_HTTP_PREFIX = "wasi:http/"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-instance limits; defaults are documented in README.md."""
-
-    memory_bytes: int = 128 * 1024 * 1024
-    deadline_seconds: float = 30.0
-    instantiate_seconds: float = 30.0
-    # Requests one instance may serve. 1 (the default) is Spin's model: a fresh
-    # instance per request. More trades isolation for speed: guest state (globals,
-    # memory) then carries over between the requests an instance serves.
-    max_instance_reuse: int = 1
 
 
 @dataclass
@@ -63,7 +51,7 @@ class ComponentExecutor:
         environment: Mapping[str, str],
         stdio: ComponentStdio,
         allow_wasi_http: bool,
-        limits: Limits = Limits(),
+        limits: Limits | None = None,
         pool_size: int = 4,
     ) -> None:
         self.engine = engine
@@ -77,7 +65,7 @@ class ComponentExecutor:
         self.component = loaded.component
         self.environment = dict(environment)
         self.stdio = stdio
-        self.limits = limits
+        self.limits = limits or Limits()
         try:
             self.export = abi.HandlerExport.find(self.component, engine.wasmtime)
         except abi.ExportNotFound:

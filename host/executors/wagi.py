@@ -19,7 +19,8 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from host.errors import ComponentError
-from host.executors.component import GuestError, Limits, guest_failure, trap_reason
+from host.executors.component import GuestError, guest_failure, trap_reason
+from host.limits import Limits
 from host.runtime.abi import HttpRequest, HttpResponse
 from host.runtime.engine import Engine, LoadedComponent
 from host.stdio import ComponentStdio

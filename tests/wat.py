@@ -214,3 +214,28 @@ def build_module(wat_text: str, out: Path) -> Path:
 
     out.write_bytes(wasmtime.wat2wasm(wat_text))
     return out
+
+
+# Fault components for reliability tests (all export our incoming handler).
+MEMORY_BOMB = """
+  (func (export "%s") (param i32) (result i32)
+    (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    unreachable)
+""".replace("%s", EXPORT)
+
+STACK_OVERFLOW = """
+  (func $recurse (param i32) (result i32)
+    (i32.add (call $recurse (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "%s") (param i32) (result i32)
+    (call $recurse (i32.const 0)))
+""".replace("%s", EXPORT)
+
+OUT_OF_BOUNDS = """
+  (func (export "%s") (param i32) (result i32)
+    (i32.load (i32.const -8)))
+""".replace("%s", EXPORT)
+
+DIVIDE_BY_ZERO = """
+  (func (export "%s") (param $req i32) (result i32)
+    (i32.div_u (i32.const 1) (i32.sub (local.get $req) (local.get $req))))
+""".replace("%s", EXPORT)

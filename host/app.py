@@ -41,6 +41,7 @@ class AppSettings:
     log_dir: Path | None = None  # None: no log files
     pool_size: int = 4
     limits: Limits = Limits()
+    component_limits: Mapping[str, Limits] = field(default_factory=dict)  # by component id
     echo_output: TextIO | None = None  # where component output is echoed, prefixed
 
 
@@ -135,7 +136,7 @@ class _Loader:
         if trigger.executor.kind == "wagi":
             executor = WagiExecutor(self.engine, component.id, loaded,
                                     WagiProgram(trigger.executor.argv, env), stdio,
-                                    self.settings.limits)
+                                    self._limits(component))
             self.made.append(executor)
             executor.start()
             self.report(f"{component.id}: WAGI program linked for trigger {trigger.id}")
@@ -143,7 +144,7 @@ class _Loader:
         executor = ComponentExecutor(
             self.engine, component.id, loaded, env, stdio,
             allow_wasi_http=allows_every_host(component.allowed_outbound_hosts),
-            limits=self.settings.limits, pool_size=self.settings.pool_size,
+            limits=self._limits(component), pool_size=self.settings.pool_size,
         )
         self.made.append(executor)
         self.component_executors[component.id] = executor
@@ -153,6 +154,9 @@ class _Loader:
             self.report(f"{component.id}: {self.settings.pool_size} instances ready "
                         f"({per * 1000:.2f} ms each)")
         return executor
+
+    def _limits(self, component: Component) -> Limits:
+        return self.settings.component_limits.get(component.id, self.settings.limits)
 
     def _load(self, component: Component) -> tuple[LoadedComponent, ComponentStdio]:
         if component.id in self.loaded:

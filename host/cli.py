@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from host import __version__
@@ -89,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the manifest and components; print routes")
     _manifest_flag(check)
     _cache_flags(check)
-    check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=30.0,
+    check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=[],
                        reuse=1)
 
     build = sub.add_parser("build", help="run each component's build command")
@@ -120,8 +121,10 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="pre-instantiated instances kept ready per component (default 4)")
     p.add_argument("--max-instance-memory", dest="memory_limit_mb", type=int, default=128,
                    metavar="MIB", help="linear memory limit per instance (default 128 MiB)")
-    p.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="execution deadline per request (default 30 s)")
+    p.add_argument("--request-timeout", action="append", default=[],
+                   metavar="SECONDS|ID=SECONDS",
+                   help="execution deadline per request (default 30 s); ID=SECONDS sets it "
+                        "for one component (repeatable)")
     p.add_argument("--max-instance-reuse-count", dest="reuse", type=int, default=1,
                    metavar="N",
                    help="requests one instance may serve (default 1: a fresh instance per "
@@ -279,8 +282,7 @@ def _settings(args: argparse.Namespace, manifest: Manifest, log_dir: Path | None
         raise ConfigError(f"--pool-size {args.pool_size}: must be 0 or more")
     if args.memory_limit_mb <= 0:
         raise ConfigError(f"--max-instance-memory {args.memory_limit_mb}: must be positive")
-    if args.request_timeout <= 0:
-        raise ConfigError(f"--request-timeout {args.request_timeout}: must be positive")
+    deadline, per_component = _timeouts(args.request_timeout, manifest)
     if args.reuse < 1:
         raise ConfigError(f"--max-instance-reuse-count {args.reuse}: must be 1 or more")
     if args.reuse > 1:
@@ -288,12 +290,37 @@ def _settings(args: argparse.Namespace, manifest: Manifest, log_dir: Path | None
                     "is shared between the requests one instance serves", args.reuse)
     limits = Limits(
         memory_bytes=args.memory_limit_mb * 1024 * 1024,
-        deadline_seconds=args.request_timeout,
+        deadline_seconds=deadline,
         max_instance_reuse=args.reuse,
     )
+    component_limits = {cid: replace(limits, deadline_seconds=seconds)
+                        for cid, seconds in per_component.items()}
     echo = None if getattr(args, "quiet", True) else sys.stdout
     return AppSettings(env=env, log_dir=log_dir, pool_size=args.pool_size, limits=limits,
-                       echo_output=echo)
+                       component_limits=component_limits, echo_output=echo)
+
+
+def _timeouts(values: list[str], manifest: Manifest) -> tuple[float, dict[str, float]]:
+    """`--request-timeout 30` and `--request-timeout ID=SECONDS` (repeatable)."""
+    deadline = Limits().deadline_seconds
+    per_component: dict[str, float] = {}
+    for value in values:
+        cid, sep, text = value.rpartition("=")
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ConfigError(f"--request-timeout {value!r}: expected SECONDS or "
+                              "COMPONENT=SECONDS") from None
+        if seconds <= 0:
+            raise ConfigError(f"--request-timeout {value!r}: must be positive")
+        if not sep:
+            deadline = seconds
+        elif cid not in manifest.components:
+            raise ConfigError(f"--request-timeout {value!r}: no component \"{cid}\" in "
+                              f"{manifest.path}")
+        else:
+            per_component[cid] = seconds
+    return deadline, per_component
 
 
 def _cache_dir(args: argparse.Namespace) -> Path | None:

@@ -33,7 +33,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
                      f'[component.{name}]', f'source = "{name}.wasm"']
     write_app(directory, "\n".join(manifest) + "\n")
     with HostProcess(["-f", str(directory), "--cache-dir", str(cache_dir),
-                      "--max-instance-memory", "16", "--request-timeout", "2"]) as process:
+                      "--max-instance-memory", "16", "--request-timeout", "30",
+                      "--request-timeout", "loop=2"]) as process:
         yield process
 
 

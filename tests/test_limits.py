@@ -116,6 +116,7 @@ def test_sigterm_lets_in_flight_requests_finish(app_dir: Path, cache_dir: Path) 
 
 @pytest.mark.parametrize("flag,value", [
     ("--max-body-bytes", "0"), ("--max-concurrent-requests", "-1"), ("--drain-timeout", "-1"),
+    ("--request-timeout", "nope=3"), ("--request-timeout", "echo=soon"),
 ])
 def test_bad_limit_flags_are_one_line_errors(app_dir: Path, flag: str, value: str) -> None:
     result = run_host("up", "-f", str(app_dir), "--listen", "127.0.0.1:0", flag, value)

@@ -21,6 +21,7 @@ from host import __version__
 from host.app import App, AppSettings, load_app
 from host.build import build_app
 from host.errors import ConfigError, HostError
+from host.executors.component import ComponentExecutor
 from host.limits import HttpLimits, Limits
 from host.manifest import Manifest, load_manifest
 from host.runtime.engine import Engine, default_cache_dir
@@ -225,6 +226,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         base_url = f"http://{_url_host(bound_host)}:{bound_port}"
         print_routes(app, base_url)
         _serve(app, sock, limits)
+        if not quiet:
+            executors = {e.id: e for e in app.executors.values()
+                         if isinstance(e, ComponentExecutor)}
+            pools = ", ".join(f"{e.id}={len(e.pool)}/{e.pool.size}" for e in executors.values())
+            _info(f"Stopped. Instance pools at exit: {pools or 'none'}")
     finally:
         app.close()
         engine.stop_ticker()

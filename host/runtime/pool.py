@@ -19,6 +19,7 @@ log = logging.getLogger("host.pool")
 T = TypeVar("T")
 
 DEFAULT_POOL_SIZE = 4
+IDLE_TOP_UP = 0.25  # seconds a partly used pool waits for more takes before refilling
 
 
 class InstancePool(Generic[T]):
@@ -79,8 +80,10 @@ class InstancePool(Generic[T]):
     def _refill_loop(self) -> None:
         while True:
             with self._wake:
-                while len(self._ready) >= self.size and not self._closed:
-                    self._wake.wait()
+                # Woken at half-empty under load; otherwise look again every
+                # IDLE_TOP_UP seconds, so an idle pool is soon back to full size.
+                if len(self._ready) > self.size // 2 and not self._closed:
+                    self._wake.wait(timeout=IDLE_TOP_UP)
                 if self._closed:
                     return
             try:

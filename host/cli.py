@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,7 @@ FREE_PORT_ATTEMPTS = 10
 EXIT_OK = 0
 EXIT_ERROR = 1  # manifest, component or configuration error; failure to start
 EXIT_USAGE = 2  # bad command line (argparse)
+EXIT_FORCED = 130  # a second SIGTERM/SIGINT cut the drain short
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,7 +235,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             _info(f"Stopped. Instance pools at exit: {pools or 'none'}")
     finally:
         app.close()
-        engine.stop_ticker()
+    # Guest calls still running past the drain deadline sit in worker threads the
+    # interpreter would wait for at exit; their clients are gone, so leave now.
+    # (The epoch ticker keeps running until then: stopping it would let a
+    # spinning guest run forever.)
+    stuck = [t for t in threading.enumerate()
+             if t is not threading.current_thread() and not t.daemon]
+    if stuck:
+        _info(f"{len(stuck)} request(s) still running after the drain deadline; exiting")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    engine.stop_ticker()
     return EXIT_OK
 
 
@@ -267,7 +280,12 @@ def _server_class() -> type:
 
         def handle_exit(self, sig: int, frame: object) -> None:
             if self.should_exit:
-                self.force_exit = True
+                # Second signal: stop now. Guest calls run in worker threads that
+                # cannot be interrupted from here, so leave without joining them.
+                print("Second signal: exiting without waiting for in-flight requests",
+                      file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(EXIT_FORCED)
             self.should_exit = True
 
     return Server

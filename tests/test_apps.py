@@ -103,3 +103,28 @@ def test_hello_wagi(cache_dir: Path) -> None:
     assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == (
         "/wagi-env", "/a/b", "x=1&y=2")
     assert env["REQUEST_METHOD"] == "POST" and env["CONTENT_LENGTH"] == "6"
+
+
+def test_components_see_only_their_own_environment(cache_dir: Path, tmp_path: Path) -> None:
+    wasm = built_app("echo") / "echo.wasm"
+    (tmp_path / "spin.toml").write_text(f"""spin_manifest_version = 2
+[application]
+name = "two"
+[[trigger.http]]
+route = "/a"
+component = "a"
+[[trigger.http]]
+route = "/b"
+component = "b"
+[component.a]
+source = "{wasm}"
+environment = {{ ONLY_A = "a-secret" }}
+[component.b]
+source = "{wasm}"
+environment = {{ ONLY_B = "b-secret" }}
+""")
+    with HostProcess(["-f", str(tmp_path), "--cache-dir", str(cache_dir)],
+                     env={"PATH": "/usr/bin:/bin", "HOST_ONLY": "x"}) as h:
+        with h.client() as client:
+            assert client.get("/a").json()["env"] == {"ONLY_A": "a-secret"}
+            assert client.get("/b").json()["env"] == {"ONLY_B": "b-secret"}

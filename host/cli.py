@@ -144,9 +144,9 @@ def _http_flags(p: argparse.ArgumentParser) -> None:
                    help=f"larger request header blocks answer 431 (default {d.max_header_bytes})")
     p.add_argument("--max-response-bytes", type=int, default=d.max_response_bytes, metavar="N",
                    help=f"larger guest responses answer 500 (default {d.max_response_bytes})")
-    p.add_argument("--max-concurrent-requests", type=int, default=d.max_concurrent,
+    p.add_argument("--max-concurrent-requests", type=int, default=None,
                    metavar="N", help="requests one component runs at once "
-                                     f"(default {d.max_concurrent})")
+                                     "(default 4 x --pool-size, at least 4)")
     p.add_argument("--max-queued-requests", type=int, default=d.max_queued, metavar="N",
                    help="requests waiting per component before answering 503 "
                         f"(default {d.max_queued})")
@@ -156,6 +156,8 @@ def _http_flags(p: argparse.ArgumentParser) -> None:
 
 
 def http_limits(args: argparse.Namespace) -> HttpLimits:
+    if args.max_concurrent_requests is None:
+        args.max_concurrent_requests = max(4, 4 * args.pool_size)
     values = {
         "--max-body-bytes": args.max_body_bytes, "--max-header-count": args.max_header_count,
         "--max-header-bytes": args.max_header_bytes,

@@ -35,7 +35,7 @@ class HttpLimits:
     max_response_bytes: int = 64 * MiB  # a larger guest response answers 500
     # Requests one component runs at once; more wait in a queue of `max_queued`,
     # beyond which the answer is 503 with Retry-After instead of unbounded waiting.
-    max_concurrent: int = 16
+    max_concurrent: int = 16  # the CLI derives it from the pool size: 4 x --pool-size
     max_queued: int = 64
     retry_after_seconds: int = 1
     drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long in-flight requests may finish

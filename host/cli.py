@@ -13,7 +13,6 @@ import math
 import os
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from host.executors.component import ComponentExecutor
 from host.limits import HttpLimits, Limits
 from host.manifest import Manifest, load_manifest
 from host.runtime.engine import Engine, default_cache_dir
+from host.server import HostApp
 
 log = logging.getLogger("host")
 
@@ -223,13 +223,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     quiet = args.quiet
     app = load_app(manifest, engine, _settings(args, manifest, log_dir),
                    report=(lambda line: None) if quiet else _info)
+    host_app: HostApp | None = None
     try:
         if log_dir is not None and not quiet:
             _info(f'Logging component stdio to "{log_dir}{os.sep}"')
         bound_host, bound_port = sock.getsockname()[:2]
         base_url = f"http://{_url_host(bound_host)}:{bound_port}"
         print_routes(app, base_url)
-        _serve(app, sock, limits)
+        host_app = HostApp(app, limits=limits)
+        _serve(host_app, sock, limits)
         if not quiet:
             executors = {e.id: e for e in app.executors.values()
                          if isinstance(e, ComponentExecutor)}
@@ -241,10 +243,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     # interpreter would wait for at exit; their clients are gone, so leave now.
     # (The epoch ticker keeps running until then: stopping it would let a
     # spinning guest run forever.)
-    stuck = [t for t in threading.enumerate()
-             if t is not threading.current_thread() and not t.daemon]
+    stuck = host_app.in_flight if host_app is not None else 0
     if stuck:
-        _info(f"{len(stuck)} request(s) still running after the drain deadline; exiting")
+        _info(f"{stuck} request(s) still running after the drain deadline; exiting")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_OK)
@@ -252,13 +253,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(app: App, sock: socket.socket, limits: HttpLimits) -> None:
+def _serve(host_app: HostApp, sock: socket.socket, limits: HttpLimits) -> None:
     import uvicorn
 
-    from host.server import HostApp
-
     config = uvicorn.Config(
-        HostApp(app, limits=limits),
+        host_app,
         log_level="warning",
         access_log=False,
         server_header=False,

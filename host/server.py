@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
-from host.app import App
+from host.app import App, Executor
 from host.executors.component import GuestError, GuestTimeout
 from host.executors.wagi import CgiError
 from host.limits import HttpLimits
@@ -32,6 +32,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 # Response headers the host computes itself; a guest's copies are dropped.
 _HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+
+
+# Guest calls block (wasm runs until it returns or its deadline), so they run on
+# worker threads and the event loop keeps serving.
+_GUEST_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="guest")
 
 
 class _Gate:
@@ -52,6 +57,10 @@ class HostApp:
         self.scheme = scheme
         self.limits = limits or HttpLimits()
         self._gates: dict[int, _Gate] = {}
+        # Guest calls running on worker threads, counted on those threads: a call
+        # keeps running (until its deadline) even if its request task is cancelled.
+        self.in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self._warned_no_match = False
         info: dict[str, str] = {"name": app.manifest.application.name}
         if app.manifest.application.version is not None:
@@ -117,7 +126,8 @@ class HostApp:
             finally:
                 gate.waiting -= 1
             try:
-                response: HttpResponse = await run_in_threadpool(executor.handle, request)
+                response: HttpResponse = await asyncio.get_running_loop().run_in_executor(
+                    _GUEST_THREADS, self._call_guest, executor, request)
             finally:
                 gate.slots.release()
             status, headers = _check_response(response, limits.max_response_bytes)
@@ -134,6 +144,15 @@ class HostApp:
             await _respond(send, 500)
             return
         await _respond(send, status, headers, response.body)
+
+    def _call_guest(self, executor: Executor, request: HttpRequest) -> HttpResponse:
+        with self._in_flight_lock:
+            self.in_flight += 1
+        try:
+            return executor.handle(request)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
 
     def _build_request(
         self, scope: Scope, raw_path: str, match: RouteMatch, body: bytes

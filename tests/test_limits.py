@@ -100,22 +100,22 @@ def test_backpressure_answers_503_with_retry_after(host: HostProcess) -> None:
 
 
 def test_sigterm_lets_in_flight_requests_finish(app_dir: Path, cache_dir: Path) -> None:
-    process = HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
-                           "--request-timeout", "3", "--drain-timeout", "10"]).start()
-    results: list[int] = []
+    with HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
+                      "--request-timeout", "3", "--drain-timeout", "10"]) as process:
+        results: list[int] = []
 
-    def slow() -> None:
-        with httpx.Client(base_url=process.base_url, timeout=10) as c:
-            results.append(c.get("/loop").status_code)
+        def slow() -> None:
+            with httpx.Client(base_url=process.base_url, timeout=10) as c:
+                results.append(c.get("/loop").status_code)
 
-    worker = threading.Thread(target=slow)
-    worker.start()
-    time.sleep(0.8)  # let the request reach the guest
-    assert process._proc is not None
-    process._proc.send_signal(signal.SIGTERM)
-    worker.join()
-    assert results == [504]  # answered, not dropped
-    assert process._proc.wait(timeout=10) == 0
+        worker = threading.Thread(target=slow)
+        worker.start()
+        time.sleep(0.8)  # let the request reach the guest
+        assert process._proc is not None
+        process._proc.send_signal(signal.SIGTERM)
+        worker.join()
+        assert results == [504]  # answered, not dropped
+        assert process._proc.wait(timeout=10) == 0
 
 
 @pytest.mark.parametrize("flag,value", [
@@ -129,42 +129,42 @@ def test_bad_limit_flags_are_one_line_errors(app_dir: Path, flag: str, value: st
 
 
 def test_second_signal_stops_at_once(app_dir: Path, cache_dir: Path) -> None:
-    process = HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
-                           "--request-timeout", "60", "--drain-timeout", "60"]).start()
-    results: list[str] = []
+    with HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
+                      "--request-timeout", "60", "--drain-timeout", "60"]) as process:
+        results: list[str] = []
 
-    def stuck() -> None:  # would run for 60 s
-        try:
-            with httpx.Client(base_url=process.base_url, timeout=90) as c:
-                results.append(str(c.get("/loop").status_code))
-        except httpx.HTTPError as exc:
-            results.append(type(exc).__name__)
+        def stuck() -> None:  # would run for 60 s
+            try:
+                with httpx.Client(base_url=process.base_url, timeout=90) as c:
+                    results.append(str(c.get("/loop").status_code))
+            except httpx.HTTPError as exc:
+                results.append(type(exc).__name__)
 
-    worker = threading.Thread(target=stuck)
-    worker.start()
-    time.sleep(0.8)  # let the request reach the guest
-    assert process._proc is not None
-    process._proc.send_signal(signal.SIGTERM)
-    time.sleep(0.8)  # let the request reach the guest
-    assert process._proc.poll() is None  # draining: waits for the in-flight request
-    process._proc.send_signal(signal.SIGTERM)
-    assert process._proc.wait(timeout=30) == 130  # far less than the 60 s drain / deadline
-    process.stop()
-    worker.join(timeout=30)
-    assert results and results[0] != "200"
+        worker = threading.Thread(target=stuck)
+        worker.start()
+        time.sleep(0.8)  # let the request reach the guest
+        assert process._proc is not None
+        process._proc.send_signal(signal.SIGTERM)
+        time.sleep(0.8)
+        assert process._proc.poll() is None  # draining: waits for the in-flight request
+        process._proc.send_signal(signal.SIGTERM)
+        assert process._proc.wait(timeout=30) == 130  # far less than the 60 s drain / deadline
+        process.stop()
+        worker.join(timeout=30)
+        assert results and results[0] != "200"
 
 
 def test_drain_deadline_ends_a_stuck_request_and_exits_0(app_dir: Path, cache_dir: Path) -> None:
-    process = HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
-                           "--request-timeout", "60", "--drain-timeout", "1"]).start()
-    worker = threading.Thread(target=lambda: _get_quietly(process.base_url + "/loop"),
-                              daemon=True)
-    worker.start()
-    time.sleep(0.8)  # let the request reach the guest
-    assert process._proc is not None
-    process._proc.send_signal(signal.SIGTERM)
-    assert process._proc.wait(timeout=30) == 0  # the guest would have run for 60 s
-    assert process.wait_for_output("still running after the drain deadline")
+    with HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
+                      "--request-timeout", "60", "--drain-timeout", "1"]) as process:
+        worker = threading.Thread(target=lambda: _get_quietly(process.base_url + "/loop"),
+                                  daemon=True)
+        worker.start()
+        time.sleep(0.8)  # let the request reach the guest
+        assert process._proc is not None
+        process._proc.send_signal(signal.SIGTERM)
+        assert process._proc.wait(timeout=30) == 0  # the guest would have run for 60 s
+        assert process.wait_for_output("still running after the drain deadline")
 
 
 def _get_quietly(url: str) -> None:

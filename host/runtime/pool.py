@@ -37,6 +37,8 @@ class InstancePool(Generic[T]):
     def start(self) -> None:
         """Fill the pool once (so start-up errors surface now), then refill in background."""
         self._fill()
+        if self.size == 0:
+            return  # nothing to keep ready: every request instantiates inline
         self._thread = threading.Thread(target=self._refill_loop, name=f"pool-{self.name}",
                                         daemon=True)
         self._thread.start()
@@ -82,7 +84,8 @@ class InstancePool(Generic[T]):
             with self._wake:
                 # Woken at half-empty under load; otherwise look again every
                 # IDLE_TOP_UP seconds, so an idle pool is soon back to full size.
-                if len(self._ready) > self.size // 2 and not self._closed:
+                ready = len(self._ready)
+                if (ready >= self.size or ready > self.size // 2) and not self._closed:
                     self._wake.wait(timeout=IDLE_TOP_UP)
                 if self._closed:
                     return

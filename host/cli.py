@@ -231,7 +231,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         base_url = f"http://{_url_host(bound_host)}:{bound_port}"
         print_routes(app, base_url)
         host_app = HostApp(app, limits=limits)
-        _serve(host_app, sock, limits)
+        _serve(host_app, sock)
         if not quiet:
             executors = {e.id: e for e in app.executors.values()
                          if isinstance(e, ComponentExecutor)}
@@ -253,7 +253,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(host_app: HostApp, sock: socket.socket, limits: HttpLimits) -> None:
+def _serve(host_app: HostApp, sock: socket.socket) -> None:
     import uvicorn
 
     config = uvicorn.Config(
@@ -263,7 +263,7 @@ def _serve(host_app: HostApp, sock: socket.socket, limits: HttpLimits) -> None:
         server_header=False,
         date_header=True,
         lifespan="on",
-        timeout_graceful_shutdown=math.ceil(limits.drain_seconds),
+        timeout_graceful_shutdown=math.ceil(host_app.limits.drain_seconds),
     )
     server = _server_class()(config)
     # Server.run picks uvloop (config.loop="auto"); plain asyncio.run would not,

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from host.errors import ManifestError
+from host.fields import is_field_name, is_field_value
 
 MANIFEST_FILE = "spin.toml"
 
@@ -422,7 +423,6 @@ def _parse_variables(t: _Table | None) -> dict[str, Variable]:
     return out
 
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 
 
@@ -706,7 +706,7 @@ def _parse_static_response(tt: _Table) -> StaticResponse | None:
         s.key_error("status_code", f"expected an HTTP status code, got {_show(status)}")
     headers = s.string_map("headers")
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name) or any(c in value for c in "\r\n\0"):
+        if not is_field_name(name.encode()) or not is_field_value(value.encode()):
             s.key_error("headers", f"invalid HTTP header {name!r}: {value!r}")
     body = s.string("body") or ""
     s.finish()

@@ -2,8 +2,8 @@
 
 The request path reads top to bottom in `HostApp.__call__`: well-known
 endpoints, route match, body, headers, executor (off the event loop), response.
-Failures become responses in one place (`_fail`): the client gets a bare status,
-the log gets the component id and the reason.
+Guest failures become responses in one place (the `except` clauses there): the
+client gets a bare status, the log gets the component id and the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from host.app import App, Executor
 from host.executors.component import GuestError, GuestTimeout
 from host.executors.wagi import CgiError
+from host.fields import is_field_name, is_field_value
 from host.limits import HttpLimits
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch
 from host.runtime.abi import HttpRequest, HttpResponse
@@ -56,7 +57,8 @@ class HostApp:
         self.app = app
         self.scheme = scheme
         self.limits = limits or HttpLimits()
-        self._gates: dict[int, _Gate] = {}
+        # One admission gate per executor (component executors are shared by triggers).
+        self._gates = {id(e): _Gate(self.limits) for e in app.executors.values()}
         # Guest calls running on worker threads, counted on those threads: a call
         # keeps running (until its deadline) even if its request task is cancelled.
         self.in_flight = 0
@@ -82,7 +84,7 @@ class HostApp:
         path = scope.get("raw_path") or scope["path"].encode()
         raw_path = path.decode("latin-1").split("?", 1)[0]
         if raw_path.startswith(WELL_KNOWN_PREFIX):
-            await self._well_known(raw_path, scope, receive, send)
+            await self._well_known(raw_path, send)
             return
         match = self.app.router.match(raw_path)
         if match is None:
@@ -109,9 +111,7 @@ class HostApp:
         if isinstance(body, _TooLarge):
             await _respond(send, 413)
             return
-        gate = self._gates.get(id(executor))
-        if gate is None:
-            gate = self._gates[id(executor)] = _Gate(limits)
+        gate = self._gates[id(executor)]
         if gate.full():
             log.warning("component %s: %d requests running and %d queued; answering 503",
                         executor.id, limits.max_concurrent, gate.waiting)
@@ -181,7 +181,7 @@ class HostApp:
             body=body,
         )
 
-    async def _well_known(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _well_known(self, path: str, send: Send) -> None:
         if path == WELL_KNOWN_PREFIX + "health":
             await _respond(send, 200, [], b"OK")
         elif path == WELL_KNOWN_PREFIX + "info":
@@ -221,13 +221,10 @@ def _check_response(response: HttpResponse,
                          f"{max_bytes} bytes (--max-response-bytes)")
     headers: list[tuple[bytes, bytes]] = []
     for name, value in response.headers:
-        try:
-            raw = name.lower().encode("ascii")
-        except UnicodeEncodeError:
-            raise GuestError(f"invalid response header name {name!r}") from None
-        if not raw or not raw.isascii() or any(c in raw for c in b" \t\r\n:()<>@,;\\\"/[]?={}"):
+        raw = name.lower().encode("utf-8")
+        if not is_field_name(raw):
             raise GuestError(f"invalid response header name {name!r}")
-        if b"\r" in value or b"\n" in value or b"\0" in value:
+        if not is_field_value(value):
             raise GuestError(f"invalid value for response header {name!r}")
         if raw not in _HOP_BY_HOP:
             headers.append((raw, value))

@@ -20,6 +20,7 @@ from wasmtime import _ffi as ffi
 
 from host.errors import ComponentError
 from host.executors.component import GuestError, guest_failure, trap_reason
+from host.fields import is_field_name
 from host.limits import Limits
 from host.runtime.abi import HttpRequest, HttpResponse
 from host.runtime.engine import Engine, LoadedComponent
@@ -136,7 +137,7 @@ def parse_cgi_output(out: bytes) -> HttpResponse:
             break
         name, colon, value = line.partition(b":")
         name, value = name.strip(), value.strip()
-        if not colon or not name or any(c in name for c in b" \t()<>@,;\\\"/[]?={}"):
+        if not colon or not is_field_name(name):
             log.warning("ignoring malformed CGI header line %r", line[:100])
             continue
         key = name.decode("latin-1").lower()

@@ -8,13 +8,15 @@ host/runtime/marshal.py). Nothing on this path asks wasmtime for types.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
 
 from host.runtime.calls import TypedFunc, context_address, export_func_type
-from host.runtime.marshal import _Record
+from host.runtime.marshal import RecordCodec
 
 WIT_PACKAGE = "spinhost:http@0.1.0"
 INCOMING_HANDLER = "spinhost:http/incoming-handler@0.1.0"
@@ -57,6 +59,7 @@ class HandlerExport:
 
     func: wc.ExportIndex
     typed: TypedFunc
+    lift_response: Callable[[int], tuple[Any, ...]]  # the response record as a tuple
 
     @classmethod
     def find(cls, component: wc.Component, engine: wasmtime.Engine) -> HandlerExport:
@@ -65,15 +68,16 @@ class HandlerExport:
         if func is None:
             raise ExportNotFound(f"{INCOMING_HANDLER}#{HANDLE}")
         typed = TypedFunc(export_func_type(component, engine, INCOMING_HANDLER, HANDLE))
-        if not isinstance(typed.result, _Record) or len(typed.params) != 1:
+        if not isinstance(typed.result, RecordCodec) or len(typed.params) != 1:
             raise ExportNotFound(f"{INCOMING_HANDLER}#{HANDLE} with the expected signature")
-        return cls(func, typed)
+        return cls(func, typed, typed.result.lift_tuple)
 
     def bind(self, store: wasmtime.Store, instance: wc.Instance) -> BoundHandler:
         func = instance.get_func(store, self.func)
         if func is None:  # pragma: no cover - find() checked the component
             raise ExportNotFound(f"{INCOMING_HANDLER}#{HANDLE}")
-        return BoundHandler(self.typed, store, func, context_address(store))
+        return BoundHandler(self.typed, self.lift_response, store, func,
+                            context_address(store))
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class BoundHandler:
     """The handler of one instance, ready to call (addresses resolved once)."""
 
     typed: TypedFunc
+    lift_response: Callable[[int], tuple[Any, ...]]
     store: wasmtime.Store
     func: wc.Func
     context: int
@@ -100,8 +105,6 @@ def call_handler(handler: BoundHandler, request: HttpRequest) -> HttpResponse:
     scheme = _SCHEMES.get(request.scheme) or wc.Variant("other", request.scheme)
     args = ((method, scheme, request.authority, request.path_with_query, request.headers,
              request.body),)
-    result = handler.typed.result
-    assert isinstance(result, _Record)
     status, headers, body = handler.typed.call(handler.store, handler.func, args,
-                                               handler.context, result.lift_tuple)
+                                               handler.context, handler.lift_response)
     return HttpResponse(status, headers, body)

@@ -224,16 +224,18 @@ class Codec:
 
 
 class _Scalar(Codec):
-    def __init__(self, kind: str, fmt: str, classes: tuple[type, ...],
+    """Stateless, so one instance per kind serves every type that uses it."""
+
+    def __init__(self, kind: str, fmt: str, check: tuple[type, ...],
                  to_c: Callable[[Any], Any] | None = None,
                  from_c: Callable[[Any], Any] | None = None) -> None:
         self.kind = K[kind]
         self.st = struct.Struct("<B7x" + fmt)
         self.value_st = struct.Struct("<" + fmt)
-        self.classes = frozenset(classes)
+        self.check = check  # accepted when lowering (floats also take ints)
+        self.classes = frozenset(check[:1])  # what identifies the case (variant rule)
         self.to_c = to_c
         self.from_c = from_c
-        self.check = classes
 
     def lower(self, value: Any, view: Any, off: int, mem: Lowering) -> None:
         if not isinstance(value, self.check) or (isinstance(value, bool)
@@ -386,7 +388,7 @@ class _Tuple(Codec):
                      for i, c in enumerate(self.elements))
 
 
-class _Record(Codec):
+class RecordCodec(Codec):
     """Records: wc.Record with kebab-case attributes, or a tuple in field order."""
 
     kind = K["RECORD"]
@@ -599,26 +601,26 @@ class _Resource(Codec):
 # Compiling codecs from wasmtime's type objects
 
 
+_SCALARS: dict[type, Codec] = {
+    wc.Bool: _Scalar("BOOL", "?", (bool,)),
+    wc.S8: _Scalar("S8", "b", (int,)),
+    wc.U8: _Scalar("U8", "B", (int,)),
+    wc.S16: _Scalar("S16", "h", (int,)),
+    wc.U16: _Scalar("U16", "H", (int,)),
+    wc.S32: _Scalar("S32", "i", (int,)),
+    wc.U32: _Scalar("U32", "I", (int,)),
+    wc.S64: _Scalar("S64", "q", (int,)),
+    wc.U64: _Scalar("U64", "Q", (int,)),
+    wc.F32: _Scalar("F32", "f", (float, int)),
+    wc.F64: _Scalar("F64", "d", (float, int)),
+    wc.Char: _Scalar("CHAR", "I", (str,), _char_to_c, chr),
+}
+
+
 def compile_type(ty: Any) -> Codec:
     """Build the codec for a wasmtime.component ValType (recursively, once)."""
-    scalars: dict[type, Codec] = {
-        wc.Bool: _Scalar("BOOL", "?", (bool,)),
-        wc.S8: _Scalar("S8", "b", (int,)),
-        wc.U8: _Scalar("U8", "B", (int,)),
-        wc.S16: _Scalar("S16", "h", (int,)),
-        wc.U16: _Scalar("U16", "H", (int,)),
-        wc.S32: _Scalar("S32", "i", (int,)),
-        wc.U32: _Scalar("U32", "I", (int,)),
-        wc.S64: _Scalar("S64", "q", (int,)),
-        wc.U64: _Scalar("U64", "Q", (int,)),
-        wc.F32: _Scalar("F32", "f", (float, int)),
-        wc.F64: _Scalar("F64", "d", (float, int)),
-        wc.Char: _Scalar("CHAR", "I", (str,), _char_to_c, chr),
-    }
-    for cls, codec in scalars.items():
+    for cls, codec in _SCALARS.items():
         if isinstance(ty, cls):
-            if cls in (wc.F32, wc.F64):
-                codec.classes = frozenset({float})
             return codec
     if isinstance(ty, wc.String):
         return _String()
@@ -632,7 +634,7 @@ def compile_type(ty: Any) -> Codec:
             return _FieldList(codec)
         return codec
     if isinstance(ty, wc.RecordType):
-        return _Record([(name, compile_type(t)) for name, t in ty.fields])
+        return RecordCodec([(name, compile_type(t)) for name, t in ty.fields])
     if isinstance(ty, wc.TupleType):
         return _Tuple([compile_type(t) for t in ty.elements])
     if isinstance(ty, wc.VariantType):

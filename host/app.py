@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from host.capabilities.outbound import OutboundClient
 from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
-from host.limits import Limits
+from host.grants import ComponentGrants, Grants
+from host.limits import Limits, OutboundLimits
 from host.manifest import (
     Component,
     FileSource,
@@ -28,6 +30,7 @@ from host.manifest import (
 )
 from host.routing import Router
 from host.runtime.engine import Engine, LoadedComponent
+from host.runtime_config import RuntimeConfig
 from host.stdio import ComponentStdio
 
 log = logging.getLogger("host.app")
@@ -43,6 +46,10 @@ class AppSettings:
     limits: Limits = Limits()
     component_limits: Mapping[str, Limits] = field(default_factory=dict)  # by component id
     echo_output: TextIO | None = None  # where component output is echoed, prefixed
+    runtime_config: RuntimeConfig = RuntimeConfig()
+    state_dir: Path | None = None  # default stores live here; None: in memory
+    outbound_limits: OutboundLimits = OutboundLimits()
+    self_origin: str | None = None  # where `self` outbound requests go, e.g. http://127.0.0.1:3000
 
 
 Executor = ComponentExecutor | WagiExecutor
@@ -54,19 +61,13 @@ class App:
     router: Router
     executors: dict[str, Executor]  # by trigger id (component executors are shared)
     static_responses: dict[str, StaticResponse]  # by trigger id
+    grants: Grants
 
     def close(self) -> None:
         for executor in {id(e): e for e in self.executors.values()}.values():
             executor.close()
             executor.stdio.close()
-
-
-def allows_every_host(hosts: tuple[str, ...]) -> bool:
-    """True when the allow-list admits any host on any port for http and https."""
-    entries = set(hosts)
-    if "*://*:*" in entries:
-        return True
-    return {"http://*:*", "https://*:*"} <= entries
+        self.grants.close()
 
 
 def component_path(manifest: Manifest, component: Component) -> Path:
@@ -100,23 +101,28 @@ def load_app(
         log.warning(
             "Routes under /.well-known/spin/ are handled by the host and will never be reached"
         )
-    loader = _Loader(manifest, engine, settings, report)
+    outbound = OutboundClient(settings.outbound_limits, settings.self_origin)
+    grants = Grants(manifest, settings.runtime_config, settings.state_dir, outbound, report)
+    loader = _Loader(manifest, engine, settings, grants, report)
     try:
         executors = {t.id: loader.executor(t) for t in manifest.triggers
                      if t.component is not None}
     except BaseException:
         loader.close()
+        grants.close()
         raise
     statics = {t.id: t.static_response for t in manifest.triggers if t.static_response}
-    return App(manifest, router, executors, statics)
+    return App(manifest, router, executors, statics, grants)
 
 
 class _Loader:
     """Loads each component once and makes the executors its triggers ask for."""
 
     def __init__(self, manifest: Manifest, engine: Engine, settings: AppSettings,
-                 report: Callable[[str], None]) -> None:
+                 grants: Grants, report: Callable[[str], None]) -> None:
         self.manifest = manifest
+        self.grants = grants
+        self.component_grants: dict[str, ComponentGrants] = {}
         self.engine = engine
         self.settings = settings
         self.report = report
@@ -131,19 +137,21 @@ class _Loader:
             return self.component_executors[component.id]
         loaded, stdio = self._load(component)
         env = {**component.environment, **self.settings.env}
+        if component.id not in self.component_grants:
+            self.component_grants[component.id] = self.grants.for_component(component)
+        grants = self.component_grants[component.id]
         executor: Executor
         start = time.perf_counter()
         if trigger.executor.kind == "wagi":
             executor = WagiExecutor(self.engine, component.id, loaded,
                                     WagiProgram(trigger.executor.argv, env), stdio,
-                                    self._limits(component))
+                                    self._limits(component), files_root=grants.files_root)
             self.made.append(executor)
             executor.start()
             self.report(f"{component.id}: WAGI program linked for trigger {trigger.id}")
             return executor
         executor = ComponentExecutor(
-            self.engine, component.id, loaded, env, stdio,
-            allow_wasi_http=allows_every_host(component.allowed_outbound_hosts),
+            self.engine, component.id, loaded, env, stdio, grants,
             limits=self._limits(component), pool_size=self.settings.pool_size,
         )
         self.made.append(executor)
@@ -167,7 +175,6 @@ class _Loader:
                 f"{self.manifest.path}: [component.{component.id}] source: {path} does not "
                 "exist; build it first (host build, or host up --build) or fix the path"
             )
-        _warn_unimplemented(component)
         loaded = self.engine.load(
             path, component.id,
             on_compile=lambda size: self.report(
@@ -186,21 +193,3 @@ class _Loader:
             executor.close()
         for _, stdio in self.loaded.values():
             stdio.close()
-
-
-def _warn_unimplemented(component: Component) -> None:
-    grants = {
-        "files": component.files,
-        "key_value_stores": component.key_value_stores,
-        "sqlite_databases": component.sqlite_databases,
-        "variables": tuple(component.variables),
-        # An allow-all component may already use wasmtime's own wasi:http.
-        "allowed_outbound_hosts": () if allows_every_host(component.allowed_outbound_hosts)
-        else component.allowed_outbound_hosts,
-    }
-    for key, value in grants.items():
-        if value:
-            log.warning(
-                'component "%s": %s is not provided by this host version yet; '
-                "the component gets nothing from it", component.id, key,
-            )

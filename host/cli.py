@@ -25,6 +25,7 @@ from host.executors.component import ComponentExecutor
 from host.limits import HttpLimits, Limits
 from host.manifest import Manifest, load_manifest
 from host.runtime.engine import Engine, default_cache_dir
+from host.runtime_config import RuntimeConfig, load_runtime_config
 from host.server import HostApp
 
 log = logging.getLogger("host")
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="run the build commands first (env SPIN_ALWAYS_BUILD)")
     up.add_argument("-q", "--quiet", action="store_true",
                     help="do not echo component output or start-up details")
+    _runtime_config_flag(up)
     _runtime_flags(up)
     _http_flags(up)
     up.set_defaults(run=cmd_up)
@@ -93,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the manifest and components; print routes")
     _manifest_flag(check)
     _cache_flags(check)
+    _runtime_config_flag(check)
     check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=[],
                        reuse=1)
 
@@ -108,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
 def _manifest_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--from", dest="from_path", default=None, metavar="PATH",
                    help="spin.toml, or a directory containing one (default ./spin.toml)")
+
+
+def _runtime_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime-config-file", default=os.environ.get("SPIN_RUNTIME_CONFIG_FILE"),
+                   metavar="PATH",
+                   help="TOML file choosing key-value/SQLite backends and variable providers "
+                        "(env SPIN_RUNTIME_CONFIG_FILE; default: SQLite files in the state dir)")
 
 
 def _cache_flags(p: argparse.ArgumentParser) -> None:
@@ -197,7 +207,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.from_path)
     _print_warnings(manifest)
     engine = Engine(_cache_dir(args))
-    app = load_app(manifest, engine, _settings(args, manifest, log_dir=None), report=print)
+    runtime_config = _runtime_config(args)
+    settings = replace(_settings(args, manifest, log_dir=None), runtime_config=runtime_config)
+    app = load_app(manifest, engine, settings, report=print)
     try:
         print(f"{manifest.path}: OK")
         print("Routes (in precedence order):")
@@ -216,19 +228,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     limits = http_limits(args)
     host, port = parse_listen(args.listen)
     sock = bind_socket(host, port, args.find_free_port)
-    state_dir = _state_dir(args, manifest)
+    runtime_config = _runtime_config(args)
+    state_dir = _state_dir(args, manifest, runtime_config)
     log_dir = _log_dir(args, state_dir)
+    bound_host, bound_port = sock.getsockname()[:2]
+    base_url = f"http://{_url_host(bound_host)}:{bound_port}"
+    settings = replace(_settings(args, manifest, log_dir), runtime_config=runtime_config,
+                       state_dir=state_dir, self_origin=_self_origin(bound_host, bound_port))
     engine = Engine(_cache_dir(args))
     engine.start_ticker()
     quiet = args.quiet
-    app = load_app(manifest, engine, _settings(args, manifest, log_dir),
+    app = load_app(manifest, engine, settings,
                    report=(lambda line: None) if quiet else _info)
     host_app: HostApp | None = None
     try:
         if log_dir is not None and not quiet:
             _info(f'Logging component stdio to "{log_dir}{os.sep}"')
-        bound_host, bound_port = sock.getsockname()[:2]
-        base_url = f"http://{_url_host(bound_host)}:{bound_port}"
         print_routes(app, base_url)
         host_app = HostApp(app, limits=limits)
         _serve(host_app, sock)
@@ -354,10 +369,28 @@ def _cache_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
 
 
-def _state_dir(args: argparse.Namespace, manifest: Manifest) -> Path | None:
-    if args.state_dir is None:
-        return manifest.dir / ".spin"
-    return Path(args.state_dir).resolve() if args.state_dir else None
+def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    path = getattr(args, "runtime_config_file", None)
+    return load_runtime_config(Path(path)) if path else RuntimeConfig()
+
+
+def _state_dir(args: argparse.Namespace, manifest: Manifest,
+               runtime_config: RuntimeConfig) -> Path | None:
+    """--state-dir, else the runtime config's state_dir, else .spin next to the manifest."""
+    if args.state_dir is not None:
+        return Path(args.state_dir).resolve() if args.state_dir else None
+    if runtime_config.sets_state_dir:
+        return runtime_config.state_dir
+    return manifest.dir / ".spin"
+
+
+def _self_origin(host: str, port: int) -> str:
+    """Where the app reaches itself: the listener, via loopback if bound to all addresses."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{_url_host(host)}:{port}"
 
 
 def _log_dir(args: argparse.Namespace, state_dir: Path | None) -> Path | None:

@@ -39,3 +39,15 @@ class HttpLimits:
     max_queued: int = 64
     retry_after_seconds: int = 1
     drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long in-flight requests may finish
+
+
+@dataclass(frozen=True)
+class OutboundLimits:
+    """Bounds on a component's outbound HTTP calls (one shared client)."""
+
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 30.0  # for the response head, and between body bytes
+    # A larger upstream body answers HTTP-response-body-size to the guest; about
+    # wasmtime's copy budget for one component call.
+    max_response_bytes: int = 2 * MiB
+    max_connections: int = 100

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from host.capabilities.allowed_hosts import AllowedHostError, check_entries
 from host.errors import ManifestError
 from host.fields import is_field_name, is_field_value
 
@@ -464,6 +465,10 @@ def _parse_component(
                 "allowed_outbound_hosts",
                 '"insecure:allow-all" is not a valid entry; use "*://*:*"',
             )
+    try:
+        check_entries(hosts, {name: v.default for name, v in variables.items()})
+    except AllowedHostError as exc:
+        t.key_error("allowed_outbound_hosts", str(exc))
     kv = t.strings("key_value_stores")
     sqlite = t.strings("sqlite_databases")
     for key, labels in (("key_value_stores", kv), ("sqlite_databases", sqlite)):

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import wasmtime
 import wasmtime.component as wc
 
+from host.capabilities import store_key
 from host.errors import ComponentError
+from host.grants import ComponentGrants
 from host.limits import Limits
 from host.runtime import abi
 from host.runtime.engine import Engine, LoadedComponent
@@ -50,7 +52,7 @@ class ComponentExecutor:
         loaded: LoadedComponent,
         environment: Mapping[str, str],
         stdio: ComponentStdio,
-        allow_wasi_http: bool,
+        grants: ComponentGrants,
         limits: Limits | None = None,
         pool_size: int = 4,
     ) -> None:
@@ -80,13 +82,23 @@ class ComponentExecutor:
                 f'component "{component_id}" does not export {abi.INCOMING_HANDLER} '
                 f"(it exports: {', '.join(exports) or 'nothing'}){hint}"
             ) from None
-        self.linker = self._link(allow_wasi_http)
+        self.grants = grants
+        self.capabilities = grants.capabilities
+        self.linker = self._link(grants.allows_every_host)
         self.pool: InstancePool[_Instance] = InstancePool(component_id, self._instantiate,
                                                           pool_size)
 
     def _link(self, allow_wasi_http: bool) -> wc.Linker:
         linker = wc.Linker(self.engine.wasmtime)
         linker.add_wasip2()
+        for capability in self.capabilities:
+            try:
+                capability.link(linker, self.component, self.engine.wasmtime)
+            except wasmtime.WasmtimeError as exc:
+                raise ComponentError(
+                    f'component "{self.id}": cannot link {type(capability).__name__} '
+                    f"imports: {trap_reason(exc)}"
+                ) from None
         self.wasi_http = False
         imports = abi.imported_names(self.component, self.engine.wasmtime)
         if any(name.startswith(WASI_HTTP_PREFIX) for name in imports):
@@ -98,9 +110,11 @@ class ComponentExecutor:
                 # app uses it. Rust's implementation has no allow-list hook, so it
                 # is linked only for components allowed to reach every host.
                 linker.define_unknown_imports_as_traps(self.component)
-                log.info(
-                    'component "%s" imports wasi:http but its allowed_outbound_hosts does '
-                    'not allow every host ("*://*:*"): calls to wasi:http will trap',
+                log.warning(
+                    'component "%s" imports wasi:http, which this host links only for '
+                    'components allowed to reach every host ("*://*:*"): its wasi:http calls '
+                    "will trap (500). For outbound HTTP checked against allowed_outbound_hosts, "
+                    "use spinhost:http/outgoing-handler (world `platform` in wit/)",
                     self.id,
                 )
         return linker
@@ -123,6 +137,8 @@ class ComponentExecutor:
         wasi.env = list(self.environment.items())
         wasi.stdout_custom = self.stdio.stdout
         wasi.stderr_custom = self.stdio.stderr
+        if self.grants.files_root is not None:
+            wasi.preopen_dir(str(self.grants.files_root), "/", fs_mutable=False)
         store.set_wasi(wasi)
         if self.wasi_http:
             store.set_wasi_http()
@@ -135,16 +151,27 @@ class ComponentExecutor:
         """Run one request in a fresh instance. Blocking: call it off the event loop."""
         instance = self.pool.take()
         instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
+        reused = False
         try:
             response = abi.call_handler(instance.handler, request)
             instance.uses += 1
             if instance.uses < self.limits.max_instance_reuse:
                 self.pool.give_back(instance)  # only after success: a trap poisons it
+                reused = True
             return response
         except wasmtime.WasmtimeError as exc:
             raise guest_failure(exc, self.limits) from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise GuestError(f"invalid response from guest: {exc}") from None
+        finally:
+            if not reused:
+                self._release(instance)
+
+    def _release(self, instance: _Instance) -> None:
+        """Free what the instance's store still holds (open connections, snapshots)."""
+        key = store_key(instance.store)
+        for capability in self.capabilities:
+            capability.release_store(key)
 
 
 def guest_failure(exc: BaseException, limits: Limits) -> GuestError:

@@ -13,6 +13,7 @@ import ctypes
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote
 
 import wasmtime
@@ -170,10 +171,11 @@ class WagiExecutor:
 
     def __init__(self, engine: Engine, component_id: str, loaded: LoadedComponent,
                  program: WagiProgram, stdio: ComponentStdio,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, files_root: Path | None = None) -> None:
         self.engine = engine
         self.id = component_id
         self.program = program
+        self.files_root = files_root  # the component's `files`, mounted read-only at "/"
         self.stdio = stdio
         self.limits = limits or Limits()
         module = loaded.component
@@ -218,6 +220,8 @@ class WagiExecutor:
         out: list[bytes] = []
         wasi.stdout_custom = out.append
         wasi.stderr_custom = self.stdio.stderr
+        if self.files_root is not None:
+            wasi.preopen_dir(str(self.files_root), "/", fs_mutable=False)
         store = wasmtime.Store(self.engine.wasmtime)
         store.set_wasi(wasi)
         store.set_limits(memory_size=self.limits.memory_bytes)

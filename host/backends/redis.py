@@ -1,0 +1,233 @@
+"""The Redis key-value backend: one Redis server (URL) per store label, as in Spin.
+
+Keys are used as-is, with no label prefix: Spin gives each label its own Redis
+URL (a separate server or database number), so the data is the same a Spin app
+or `redis-cli` would see. The `store` argument every method takes is therefore
+ignored here; two labels pointed at the same URL share their keys.
+
+Semantics follow the SQLite backend: values are bytes; counters are decimal text
+(INCRBY's own encoding); `swap` is a WATCH/MULTI/EXEC compare-and-set. Every
+redis-py failure becomes a one-line `BackendError` without the password.
+
+The client does not retry a failed command: INCRBY and MSET are not idempotent,
+so re-sending one after a timeout could apply it twice. Stale pooled
+connections (a restarted server) are still caught before use, by the pool's
+check on checkout and by `health_check_interval`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.retry import Retry
+
+from host.backends import BackendError
+
+#: Seconds to wait for a reply: bounded so a hung server fails the guest call
+#: instead of holding a worker thread forever; 1 MiB values need far less.
+SOCKET_TIMEOUT_SECONDS = 5.0
+#: Seconds to wait for a TCP connection, so start-up fails fast on a wrong URL.
+CONNECT_TIMEOUT_SECONDS = 2.0
+#: A pooled connection idle for longer than this is PINGed before reuse.
+HEALTH_CHECK_INTERVAL_SECONDS = 30
+#: COUNT hint for SCAN: about as many keys per list-keys page as SQLite's PAGE_SIZE.
+SCAN_COUNT = 1000
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (userinfo or `?password=`) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable Redis URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name == "password" for name, _ in pairs):
+            query = urlencode([(n, "***" if n == "password" else v) for n, v in pairs],
+                              safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _passwords(url: str) -> list[str]:
+    """Every spelling of the URL's password, to scrub from error messages."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""]
+        found += [v for n, v in parse_qsl(parts.query) if n == "password"]
+    except ValueError:
+        return []
+    return [s for p in found if p for s in {p, unquote(p), quote(p, safe="")}]
+
+
+class RedisKeyValue:
+    def __init__(self, url: str) -> None:
+        """Connect to `url` and PING it, so a wrong URL fails at start-up, not per request."""
+        self._secrets = _passwords(url)
+        self.url = redact_url(url)
+        self.description = f"redis {self.url}"
+        try:
+            self._redis: redis.Redis = redis.Redis.from_url(
+                url,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except (ValueError, RedisError) as exc:
+            raise BackendError(self._scrub(f"invalid Redis URL {self.url}: {exc}")) from None
+        try:
+            self._redis.ping()
+        except RedisError as exc:
+            self._redis.close()
+            raise BackendError(self._scrub(f"cannot reach Redis at {self.url}: {exc}")) from None
+
+    def _scrub(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return " ".join(message.split())  # one line, whatever the server said
+
+    def _error(self, exc: RedisError) -> BackendError:
+        return BackendError(self._scrub(f"{self.description}: {exc}"))
+
+    def get(self, store: str, key: str) -> bytes | None:
+        try:
+            return _bytes_or_none(self._redis.get(key))
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def set(self, store: str, key: str, value: bytes) -> None:
+        try:
+            self._redis.set(key, value)
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def delete(self, store: str, key: str) -> None:
+        try:
+            self._redis.delete(key)
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def exists(self, store: str, key: str) -> bool:
+        try:
+            return bool(self._redis.exists(key))
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def list_keys(self, store: str, cursor: str | None) -> tuple[list[str], str | None]:
+        """One SCAN page; the cursor is SCAN's own, as decimal text.
+
+        SCAN may return an empty batch with more to come, so this scans on until
+        it has at least one key or reaches the end: a page is empty only when it
+        is the last. Redis's SCAN guarantee applies: every key present for the
+        whole scan is returned, in no particular order, and a key may appear on
+        two pages if the server rehashes mid-scan (SQLite: sorted, exactly once).
+        Keys that are not UTF-8 (written by other clients) are decoded with U+FFFD.
+        """
+        try:
+            position = int(cursor) if cursor else 0
+        except ValueError:
+            raise BackendError(f"{self.description}: invalid list-keys cursor") from None
+        if position < 0:
+            raise BackendError(f"{self.description}: invalid list-keys cursor")
+        try:
+            while True:
+                position, batch = self._redis.scan(position, count=SCAN_COUNT)
+                if batch or position == 0:
+                    break
+        except RedisError as exc:
+            raise self._error(exc) from None
+        keys = list(dict.fromkeys(_text(k) for k in batch))
+        return keys, (str(position) if position else None)
+
+    def increment(self, store: str, key: str, delta: int) -> int:
+        if not _INT64_MIN <= delta <= _INT64_MAX:
+            raise BackendError(f'incrementing "{key}" by {delta} overflows a 64-bit integer')
+        try:
+            return int(self._redis.incrby(key, delta))
+        except ResponseError as exc:
+            text = str(exc)
+            if "not an integer" in text:
+                raise BackendError(
+                    f'cannot increment "{key}": its value is not a decimal integer'
+                ) from None
+            if "overflow" in text:
+                raise BackendError(
+                    f'incrementing "{key}" by {delta} overflows a 64-bit integer'
+                ) from None
+            raise self._error(exc) from None
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def get_many(self, store: str, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []  # MGET needs at least one key
+        try:
+            return [_bytes_or_none(v) for v in self._redis.mget(keys)]
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def set_many(self, store: str, items: list[tuple[str, bytes]]) -> None:
+        if not items:
+            return  # MSET needs at least one pair
+        try:
+            self._redis.mset(dict(items))  # a repeated key: the last value wins, as in SQLite
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def delete_many(self, store: str, keys: list[str]) -> None:
+        if not keys:
+            return  # DEL needs at least one key
+        try:
+            self._redis.delete(*keys)
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def swap(self, store: str, key: str, expected: bytes | None, value: bytes) -> bool:
+        """Compare-and-set with WATCH/MULTI/EXEC.
+
+        False when the value differs from `expected` (None: the key must be
+        absent) or when another client wrote the key between our GET and EXEC
+        (WatchError), even if it wrote the expected value back: a "weak" CAS, so
+        a guest retries on False exactly as it would after a real mismatch.
+        """
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.watch(key)  # type: ignore[no-untyped-call]  # untyped in redis-py
+                if _bytes_or_none(pipe.get(key)) != expected:
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.set(key, value)
+                pipe.execute()
+                return True
+        except WatchError:
+            return False
+        except RedisError as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        """Disconnect every pooled connection (the client owns its pool)."""
+        self._redis.close()
+        self._redis.connection_pool.disconnect()
+
+
+def _bytes_or_none(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    raise BackendError(f"unexpected reply from Redis: {type(value).__name__}")
+
+
+def _text(key: object) -> str:
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)

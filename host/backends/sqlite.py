@@ -1,0 +1,196 @@
+"""The default key-value backend: one SQLite file, shared by every label.
+
+Spin's schema (`spin_key_value(store, key, value)`), WAL mode and a busy
+timeout, so several host processes on one node can use the same file: each
+write is one short transaction, and read-modify-write operations (`increment`,
+`swap`) take the write lock up front (`BEGIN IMMEDIATE`) so two processes never
+both read the old value.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar, cast
+
+from host.backends import BackendError
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_SECONDS = 30.0
+PAGE_SIZE = 1000  # keys per list-keys page
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS spin_key_value (
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (store, key)
+)"""
+
+
+class SqliteKeyValue:
+    def __init__(self, path: Path | None) -> None:
+        """`path` None: a private in-memory database (nothing survives a restart)."""
+        self.path = path
+        self.description = f"sqlite {path}" if path else "sqlite in memory"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._memory: sqlite3.Connection | None = None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"cannot create {path.parent}: {exc.strerror}") from None
+        conn = self._connection()
+        try:
+            with conn:
+                conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open {self.description}: {exc}") from None
+
+    def _connection(self) -> sqlite3.Connection:
+        """One connection per thread (guest calls run on worker threads)."""
+        if self.path is None:
+            # An in-memory database is per connection: share one, serialised.
+            if self._memory is None:
+                self._memory = sqlite3.connect(":memory:", check_same_thread=False,
+                                               isolation_level=None)
+                self._connections.append(self._memory)
+            return self._memory
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise BackendError(f"cannot open {self.description}: {exc}") from None
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        try:
+            with self._lock if self.path is None else _NO_LOCK:
+                return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"{self.description}: {exc}") from None
+
+    def get(self, store: str, key: str) -> bytes | None:
+        rows = self._run("SELECT value FROM spin_key_value WHERE store = ? AND key = ?",
+                         (store, key))
+        return bytes(cast(bytes, rows[0][0])) if rows else None
+
+    def set(self, store: str, key: str, value: bytes) -> None:
+        self._run("INSERT INTO spin_key_value (store, key, value) VALUES (?, ?, ?) "
+                  "ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                  (store, key, value))
+
+    def delete(self, store: str, key: str) -> None:
+        self._run("DELETE FROM spin_key_value WHERE store = ? AND key = ?", (store, key))
+
+    def exists(self, store: str, key: str) -> bool:
+        return bool(self._run("SELECT 1 FROM spin_key_value WHERE store = ? AND key = ?",
+                              (store, key)))
+
+    def list_keys(self, store: str, cursor: str | None) -> tuple[list[str], str | None]:
+        # The cursor is the last key of the previous page: stable under inserts.
+        rows = self._run(
+            "SELECT key FROM spin_key_value WHERE store = ? AND key > ? ORDER BY key LIMIT ?",
+            (store, cursor or "", PAGE_SIZE + 1),
+        )
+        keys = [str(r[0]) for r in rows[:PAGE_SIZE]]
+        return keys, (keys[-1] if len(rows) > PAGE_SIZE else None)
+
+    def increment(self, store: str, key: str, delta: int) -> int:
+        def update(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM spin_key_value WHERE store = ? AND key = ?",
+                               (store, key)).fetchone()
+            current = 0 if row is None else _as_integer(bytes(row[0]), key)
+            new = current + delta
+            if not -(2**63) <= new < 2**63:
+                raise BackendError(f'incrementing "{key}" by {delta} overflows a 64-bit integer')
+            conn.execute("INSERT INTO spin_key_value (store, key, value) VALUES (?, ?, ?) "
+                         "ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                         (store, key, str(new).encode()))
+            return new
+        return self._transaction(update)
+
+    def get_many(self, store: str, keys: list[str]) -> list[bytes | None]:
+        return [self.get(store, key) for key in keys]
+
+    def set_many(self, store: str, items: list[tuple[str, bytes]]) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO spin_key_value (store, key, value) VALUES (?, ?, ?) "
+                             "ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                             [(store, k, v) for k, v in items])
+        self._transaction(update)
+
+    def delete_many(self, store: str, keys: list[str]) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM spin_key_value WHERE store = ? AND key = ?",
+                             [(store, k) for k in keys])
+        self._transaction(update)
+
+    def swap(self, store: str, key: str, expected: bytes | None, value: bytes) -> bool:
+        def update(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT value FROM spin_key_value WHERE store = ? AND key = ?",
+                               (store, key)).fetchone()
+            if (None if row is None else bytes(row[0])) != expected:
+                return False
+            conn.execute("INSERT INTO spin_key_value (store, key, value) VALUES (?, ?, ?) "
+                         "ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                         (store, key, value))
+            return True
+        return self._transaction(update)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body(conn)` holding the database write lock (BEGIN IMMEDIATE)."""
+        try:
+            with self._lock if self.path is None else _NO_LOCK:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+        except sqlite3.Error as exc:
+            raise BackendError(f"{self.description}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+# What Redis's INCRBY accepts, so both backends agree on what a counter is.
+_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+
+
+def _as_integer(value: bytes, key: str) -> int:
+    if _INTEGER.fullmatch(value) and -(2**63) <= (number := int(value)) < 2**63:
+        return number
+    raise BackendError(
+            f'cannot increment "{key}": its value is not a decimal integer'
+        )

@@ -1,0 +1,225 @@
+"""Capabilities a manifest grants to a component, as host imports.
+
+Each capability is one module shaped like Spin's "factors", with three moments:
+
+- configure, once per app at start-up: the loader resolves the component's
+  grants against the runtime config (stores, databases, variables, hosts) and
+  fails loudly on anything missing (`host/app.py`);
+- link, once per component: `Capability.link` defines the host functions of
+  the interfaces the component imports, closed over that component's grants;
+- per instance: host resources (buckets, connections) live in a
+  `ResourceTable` keyed by the instance's store and are released with it.
+
+Every capability is deny-by-default: a call outside the grants returns the
+interface's own access-denied error value to the guest and logs one line that
+names the component and what it asked for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import wasmtime
+import wasmtime.component as wc
+
+from host.runtime.calls import define_func, import_func_types
+from host.runtime.marshal import Codec, K, RecordCodec, _List, _Tuple, _Variant, compile_type
+
+log = logging.getLogger("host.capabilities")
+
+T = TypeVar("T")
+
+# Host resource type ids: unique per resource kind in this process.
+_resource_type_ids = itertools.count(1)
+
+
+def store_key(store: Any) -> int:
+    """The address of a store's context: one per live store, the same in host calls."""
+    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+
+
+class ResourceTable(Generic[T]):
+    """Host-side state behind one resource type, owned per store.
+
+    The guest holds a handle whose `rep` indexes this table. Entries go away
+    when the guest drops the handle, or all at once when the executor releases
+    the instance's store, so nothing outlives the request that made it.
+    """
+
+    def __init__(self, name: str, close: Callable[[T], None] = lambda value: None) -> None:
+        self.name = name
+        self.type_id = next(_resource_type_ids)
+        self.type = wc.ResourceType.host(self.type_id)
+        self._close = close
+        self._entries: dict[int, tuple[int, T]] = {}  # rep -> (store key, value)
+        self._by_store: dict[int, set[int]] = {}
+        self._reps = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def add(self, store: Any, value: T) -> wc.ResourceHost:
+        """Store `value` for this store; returns an owned handle for the guest."""
+        key = store_key(store)
+        with self._lock:
+            rep = next(self._reps) & 0xFFFFFFFF
+            self._entries[rep] = (key, value)
+            self._by_store.setdefault(key, set()).add(rep)
+        return wc.ResourceHost.own(rep, self.type_id)
+
+    def get(self, store: Any, handle: Any) -> T:
+        """The value behind a handle the guest passed in (borrowed or owned)."""
+        host = handle.to_host(store) if isinstance(handle, wc.ResourceAny) else handle
+        entry = self._entries.get(host.rep)
+        if entry is None or entry[0] != store_key(store):
+            raise LookupError(f"unknown {self.name} handle")
+        return entry[1]
+
+    def take(self, store: Any, handle: Any) -> T:
+        """Remove and return the value behind an owned handle passed to the host."""
+        host = handle.to_host(store) if isinstance(handle, wc.ResourceAny) else handle
+        value = self.get(store, host)
+        self._forget(host.rep)
+        return value
+
+    def _forget(self, rep: int) -> T | None:
+        with self._lock:
+            entry = self._entries.pop(rep, None)
+            if entry is None:
+                return None
+            reps = self._by_store.get(entry[0])
+            if reps is not None:
+                reps.discard(rep)
+                if not reps:
+                    del self._by_store[entry[0]]
+        return entry[1]
+
+    def drop(self, rep: int) -> None:
+        """The guest dropped its handle."""
+        value = self._forget(rep)
+        if value is not None:
+            self._close(value)
+
+    def release_store(self, key: int) -> None:
+        """Release everything a store still holds (its instance is being discarded)."""
+        with self._lock:
+            reps = self._by_store.pop(key, set())
+            values = [self._entries.pop(rep)[1] for rep in reps if rep in self._entries]
+        for value in values:
+            self._close(value)
+
+    def define(self, instance: wc.LinkerInstance, name: str) -> None:
+        instance.add_resource(name, self.type, lambda _store, rep: self.drop(rep))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Capability:
+    """One capability for one component: subclasses define `link_interface`."""
+
+    #: interface name -> resource tables to define in it (by WIT resource name)
+    interfaces: tuple[str, ...] = ()
+
+    def __init__(self, component_id: str) -> None:
+        self.component_id = component_id
+
+    def tables(self) -> list[ResourceTable[Any]]:
+        return []
+
+    def link(self, linker: wc.Linker, component: wc.Component, engine: wasmtime.Engine) -> None:
+        """Define every interface of this capability that the component imports."""
+        for interface in self.interfaces:
+            types = import_func_types(component, engine, interface)
+            if not types and interface not in component.type.imports(engine):
+                continue
+            functions = self.functions(interface)
+            with linker.root() as root, root.add_instance(interface) as instance:
+                for resource, table in self.resources(interface).items():
+                    table.define(instance, resource)
+                for name, fty in types.items():
+                    func = functions.get(name)
+                    if func is None:
+                        raise KeyError(f"{interface}: no host function for {name}")
+                    define_func(instance, name, fty, _canonical(fty, func))
+
+    def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
+        raise NotImplementedError
+
+    def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
+        return {}
+
+    def release_store(self, key: int) -> None:
+        for table in self.tables():
+            table.release_store(key)
+
+    def close(self) -> None:
+        """Release process-wide state (connections); backends are closed by their owner."""
+
+
+@dataclass(frozen=True)
+class Ok:
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Err:
+    value: Any = None
+
+
+def _adapter(codec: Codec) -> Callable[[Any], Any] | None:
+    """Turn our canonical values into wasmtime-py's convention for `codec`.
+
+    Host functions return variants and results always in tagged form
+    (`wc.Variant`, `Ok`/`Err`); wasmtime-py wants a bare payload where a
+    type's cases are told apart by Python class ("untagged"). None: no change.
+    """
+    if isinstance(codec, _Variant):
+        payloads = {name: _adapter(c) if c is not None else None for name, c in codec.cases}
+        if codec.kind == K["OPTION"]:
+            some = payloads["some"]
+            return None if some is None else (lambda v: None if v is None else some(v))
+        tagged = codec.tagged
+
+        def variant(value: Any) -> Any:
+            if isinstance(value, (Ok, Err)):
+                value = wc.Variant("ok" if isinstance(value, Ok) else "err", value.value)
+            inner = payloads.get(value.tag)
+            payload = inner(value.payload) if inner is not None else value.payload
+            return wc.Variant(value.tag, payload) if tagged else payload
+
+        return variant
+    if isinstance(codec, _List):
+        element = _adapter(codec.element)
+        return None if element is None else (lambda v: [element(x) for x in v])
+    if isinstance(codec, _Tuple):
+        parts = [_adapter(c) for c in codec.elements]
+        if not any(parts):
+            return None
+        return lambda v: tuple(p(x) if p else x for p, x in zip(parts, v, strict=True))
+    if isinstance(codec, RecordCodec):
+        # Records are given as tuples in field order; a wc.Record is what an
+        # untagged variant tells apart by class.
+        fields = [(name, _adapter(c)) for name, c in codec.fields]
+
+        def record(value: Any) -> wc.Record:
+            out = wc.Record()
+            out.__dict__.update({name: p(x) if p else x
+                                 for (name, p), x in zip(fields, value, strict=True)})
+            return out
+
+        return record
+    return None
+
+
+def _canonical(fty: wc.FuncType, func: Callable[..., Any]) -> Callable[..., Any]:
+    if fty.result is None:
+        return func
+    adapt = _adapter(compile_type(fty.result))
+    if adapt is None:
+        return func
+    return lambda store, *args: adapt(func(store, *args))

@@ -1,0 +1,230 @@
+"""`files` and `exclude_files`: a component's read-only view of its app directory.
+
+As Spin does, the selected files are staged into one directory per component
+(hard links when possible) that the executor mounts read-only at guest `/`, so
+the guest sees exactly what the manifest names and nothing else of the host.
+Every selected path is resolved (symlinks followed) and must stay inside the app
+directory: a stray `..`, absolute path or symlink would otherwise hand the guest
+any file the host user can read.
+
+Globs follow Spin's `glob` crate with default options. In `files`, `*`, `?` and
+`[...]`/`[!...]` match within one path component (dotfiles included), `**`
+matches zero or more directories, and symlinked directories inside the app are
+followed (a link back to an ancestor is skipped). `exclude_files` match the path
+relative to the app directory, where `*` and `?` also match `/` and `**/` matches
+zero or more directories.
+
+Stricter than Spin: `..` components and absolute paths are refused even when they
+would land inside the app directory; an exclusion also removes explicitly named
+files and, when it matches a directory, everything beneath it; two different
+host files staged at one guest path are an error (Spin lets one win).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from host.errors import ComponentError
+from host.manifest import Component, FileMapping, Manifest
+
+_GLOB_CHARS = frozenset("*?[]")
+
+
+def stage_files(manifest: Manifest, component: Component, root: Path) -> Path | None:
+    """Build `root` as the component's guest filesystem; None if it has no `files`.
+
+    `root` is emptied first so nothing from an earlier start stays visible.
+    """
+    if not component.files:
+        return None
+    stager = _Stager(manifest, component)
+    real_root = root.resolve()
+    if real_root == stager.app or real_root in stager.app.parents:
+        raise stager.fail("files", f"staging directory {root} is or contains the app directory "
+                          "and would be emptied; choose another")
+    try:
+        if root.is_symlink() or root.is_file():
+            root.unlink()
+        elif root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        for entry in component.files:
+            if isinstance(entry, FileMapping):
+                stager.mapping(entry.source, entry.destination)
+            else:
+                stager.pattern(entry.pattern)
+        stager.copy_to(root)
+    except OSError as exc:
+        raise stager.fail("files", f"{exc}; check that path and its permissions") from None
+    return root
+
+
+class _Stager:
+    """Selects one component's files: guest path -> (resolved host file, manifest entry)."""
+
+    def __init__(self, manifest: Manifest, component: Component) -> None:
+        self.where = f"{manifest.path}: [component.{component.id}]"
+        self.app = manifest.dir.resolve()
+        self.chosen: dict[PurePosixPath, tuple[Path, str]] = {}
+        self.excludes = [_glob_regex(str(self.relative(p, "exclude_files")))
+                         for p in component.exclude_files]
+
+    def fail(self, key: str, message: str) -> ComponentError:
+        return ComponentError(f"{self.where} {key}: {message}")
+
+    def relative(self, text: str, key: str) -> PurePosixPath:
+        """`text` as a path relative to the app directory; refuses whatever could leave it."""
+        path = PurePosixPath(text)
+        if path.is_absolute() or not path.parts or ".." in path.parts:
+            raise self.fail(key, f'"{text}" is not allowed: name a path relative to the app '
+                            f'directory {self.app}, without ".." (move the files inside it)')
+        return path
+
+    def pattern(self, pattern: str) -> None:
+        rel = self.relative(pattern, "files")
+        host = self.app.joinpath(*rel.parts)
+        if os.path.lexists(host):
+            self.select(host, rel, pattern, named=True)
+        elif _GLOB_CHARS & set(pattern):
+            for path in self.glob(self.app, rel.parts, pattern, frozenset()):
+                self.select(path, self.rel(path), pattern, named=False, recurse=False)
+        else:
+            raise self.fail("files", f'"{pattern}" does not exist and doesn\'t appear to be a '
+                            f"glob pattern; fix the path (relative to {self.app})")
+
+    def mapping(self, source: str, destination: str) -> None:
+        rel = self.relative(source, "files")
+        dest = PurePosixPath(destination)
+        if not dest.is_absolute() or ".." in dest.parts:
+            raise self.fail("files", f'destination "{destination}" (source "{source}") must be '
+                            'an absolute guest path without ".."')
+        host = self.app.joinpath(*rel.parts)
+        if not os.path.lexists(host):
+            raise self.fail("files", f'source "{source}" does not exist; fix the path '
+                            f"(relative to {self.app})")
+        self.select(host, dest.relative_to("/"), source, named=True)
+
+    def select(self, path: Path, guest: PurePosixPath, entry: str, named: bool,
+               recurse: bool = True, seen: frozenset[Path] = frozenset()) -> None:
+        """Choose file `path` for `guest`; walk a directory if `recurse`."""
+        if self.excluded(path):
+            return
+        real = self.inside(path, entry)
+        if real.is_dir():
+            if recurse:
+                children, seen = self.children(path, entry, seen)
+                for child in children:
+                    self.select(child, guest / child.name, entry, False, True, seen)
+        elif real.is_file():
+            if not guest.parts:
+                raise self.fail("files", f'"{entry}" is a file and cannot be mounted at "/"; '
+                                "give the destination a file name")
+            earlier = self.chosen.setdefault(guest, (real, entry))
+            if earlier[0] != real:
+                raise self.fail("files", f'"{entry}" and "{earlier[1]}" put different files at '
+                                f"guest path /{guest}; remove or exclude one")
+        elif named:
+            raise self.fail("files", f'"{entry}" is not a regular file or directory')
+
+    def glob(self, base: Path, parts: tuple[str, ...], entry: str,
+             seen: frozenset[Path]) -> Iterator[Path]:
+        """Expand pattern components under `base` (files and directories alike)."""
+        if not parts:
+            yield base
+            return
+        head, rest = parts[0], parts[1:]
+        if not _GLOB_CHARS & set(head):
+            if os.path.lexists(base / head):
+                yield from self.glob(base / head, rest, entry, seen)
+            return
+        children, below = self.children(base, entry, seen)
+        if head == "**":
+            yield from self.glob(base, rest, entry, seen)
+            for child in children:
+                if child.is_dir():
+                    yield from self.glob(child, parts, entry, below)
+        else:
+            regex = _glob_regex(head)
+            for child in children:
+                if regex.fullmatch(child.name):
+                    yield from self.glob(child, rest, entry, below)
+
+    def children(self, directory: Path, entry: str,
+                 seen: frozenset[Path]) -> tuple[list[Path], frozenset[Path]]:
+        """A directory's entries, sorted and unexcluded, and `seen` plus it (loop guard)."""
+        if not directory.is_dir() or self.excluded(directory):
+            return [], seen
+        real = self.inside(directory, entry)
+        if real in seen:
+            return [], seen  # a symlink back to an ancestor
+        entries = sorted(c for c in directory.iterdir() if not self.excluded(c))
+        return entries, seen | {real}
+
+    def inside(self, path: Path, entry: str) -> Path:
+        """`path` with symlinks resolved; an error unless it is in the app directory."""
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise self.fail("files", f'"{entry}": cannot resolve {self.rel(path)}: {exc}') from None
+        if real != self.app and self.app not in real.parents:
+            raise self.fail("files", f'"{entry}" selects {self.rel(path)}, which resolves to '
+                            f"{real}, outside the app directory {self.app}; files must be inside "
+                            "it (replace the symlink with a copy, or exclude it)")
+        return real
+
+    def rel(self, path: Path) -> PurePosixPath:
+        return PurePosixPath(*path.relative_to(self.app).parts)
+
+    def excluded(self, path: Path) -> bool:
+        """Whether `path`, or a directory above it, matches an `exclude_files` glob."""
+        rel = self.rel(path)
+        if not rel.parts:
+            return False
+        names = [str(rel), *(str(p) for p in rel.parents[:-1])]
+        return any(regex.fullmatch(name) for regex in self.excludes for name in names)
+
+    def copy_to(self, root: Path) -> None:
+        """Hard-link (or copy) every chosen file to `root/<guest path>`."""
+        for guest, (real, entry) in sorted(self.chosen.items()):
+            dest = root.joinpath(*guest.parts)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(real, dest)
+                except FileExistsError:
+                    raise
+                except OSError:  # another filesystem, or hard links not permitted
+                    shutil.copy2(real, dest)
+            except (FileExistsError, NotADirectoryError):
+                raise self.fail("files", f'"{entry}" at guest path /{guest} collides with a file '
+                                "another entry puts on its path; change a destination") from None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a glob crate pattern (default options, `*`/`?` match `/`) to a regex."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        end = -1
+        if c == "[":  # a `]` right after `[` or `[!` is a literal member
+            start = i + 2 if pattern.startswith("[!", i) else i + 1
+            end = pattern.find("]", start + 1)
+        if end != -1:
+            body = pattern[i + 1:end].replace("\\", "\\\\").replace("[", "\\[")
+            if body.startswith(("!", "^")):
+                body = ("^" if body[0] == "!" else "\\^") + body[1:]
+            out.append(f"[{body}]")
+            i = end
+        else:
+            out.append({"*": ".*", "?": "."}.get(c, re.escape(c)))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)

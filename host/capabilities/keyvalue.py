@@ -1,0 +1,145 @@
+"""Key-value: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft2).
+
+A component may open the labels in its `key_value_stores`; each label is
+served by the backend the runtime config gives it (host/backends). Opening any
+other label answers `access-denied` (whether or not the store exists, as Spin
+does) and logs the attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import wasmtime.component as wc
+
+from host.backends import BackendError, KeyValueBackend
+from host.capabilities import Capability, Err, Ok, ResourceTable
+
+log = logging.getLogger("host.keyvalue")
+
+VERSION = "0.2.0-draft2"
+STORE = f"wasi:keyvalue/store@{VERSION}"
+ATOMICS = f"wasi:keyvalue/atomics@{VERSION}"
+BATCH = f"wasi:keyvalue/batch@{VERSION}"
+
+ACCESS_DENIED = wc.Variant("access-denied")
+
+
+def _other(message: str) -> Err:
+    return Err(wc.Variant("other", message))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    label: str
+    backend: KeyValueBackend
+
+
+@dataclass
+class Snapshot:
+    """A `cas` resource: the value of one key when the guest took the snapshot."""
+
+    bucket: Bucket
+    key: str
+    value: bytes | None
+
+
+class KeyValue(Capability):
+    interfaces = (STORE, ATOMICS, BATCH)
+
+    def __init__(self, component_id: str, stores: Mapping[str, KeyValueBackend]) -> None:
+        """`stores`: the labels this component was granted, with their backends."""
+        super().__init__(component_id)
+        self.stores = dict(stores)
+        self.buckets: ResourceTable[Bucket] = ResourceTable("bucket")
+        self.snapshots: ResourceTable[Snapshot] = ResourceTable("cas")
+
+    def tables(self) -> list[ResourceTable[Any]]:
+        return [self.buckets, self.snapshots]
+
+    def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
+        if interface == STORE:
+            return {"bucket": self.buckets}
+        if interface == ATOMICS:
+            return {"cas": self.snapshots}
+        return {}
+
+    def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
+        op = self._operation
+        if interface == STORE:
+            return {
+                "open": self.open,
+                "[method]bucket.get": op(lambda b, key: b.backend.get(b.label, key)),
+                "[method]bucket.set": op(lambda b, key, value: b.backend.set(b.label, key,
+                                                                             value)),
+                "[method]bucket.delete": op(lambda b, key: b.backend.delete(b.label, key)),
+                "[method]bucket.exists": op(lambda b, key: b.backend.exists(b.label, key)),
+                "[method]bucket.list-keys": op(
+                    lambda b, cursor: b.backend.list_keys(b.label, cursor)),
+            }
+        if interface == ATOMICS:
+            return {
+                "[static]cas.new": self.cas_new,
+                "[method]cas.current": self.cas_current,
+                "increment": op(lambda b, key, delta: b.backend.increment(b.label, key, delta)),
+                "swap": self.swap,
+            }
+        return {
+            "get-many": op(lambda b, keys: [
+                None if value is None else (key, value)
+                for key, value in zip(keys, b.backend.get_many(b.label, keys), strict=True)
+            ]),
+            "set-many": op(lambda b, items: b.backend.set_many(b.label, list(items))),
+            "delete-many": op(lambda b, keys: b.backend.delete_many(b.label, keys)),
+        }
+
+    def open(self, store: Any, label: str) -> Ok | Err:
+        backend = self.stores.get(label)
+        if backend is None:
+            log.warning(
+                'component "%s" tried to open key-value store "%s", which it was not granted '
+                "(key_value_stores = %s): access-denied",
+                self.component_id, label, list(self.stores),
+            )
+            return Err(ACCESS_DENIED)
+        return Ok(self.buckets.add(store, Bucket(label, backend)))
+
+    def _operation(self, body: Callable[..., Any]) -> Callable[..., Ok | Err]:
+        """A bucket method: resolve the handle, run `body`, map backend errors."""
+        def call(store: Any, handle: Any, *args: Any) -> Ok | Err:
+            try:
+                return Ok(body(self.buckets.get(store, handle), *args))
+            except BackendError as exc:
+                return _other(str(exc))
+        return call
+
+    def cas_new(self, store: Any, handle: Any, key: str) -> Ok | Err:
+        bucket = self.buckets.get(store, handle)
+        try:
+            value = bucket.backend.get(bucket.label, key)
+        except BackendError as exc:
+            return _other(str(exc))
+        return Ok(self.snapshots.add(store, Snapshot(bucket, key, value)))
+
+    def cas_current(self, store: Any, handle: Any) -> Ok | Err:
+        return Ok(self.snapshots.get(store, handle).value)
+
+    def swap(self, store: Any, handle: Any, value: bytes) -> Ok | Err:
+        snapshot = self.snapshots.take(store, handle)
+        bucket = snapshot.bucket
+        try:
+            swapped = bucket.backend.swap(bucket.label, snapshot.key, snapshot.value, value)
+        except BackendError as exc:
+            return Err(wc.Variant("store-error", wc.Variant("other", str(exc))))
+        if swapped:
+            return Ok(None)
+        # Hand the guest a fresh snapshot, so it can retry from the current value.
+        try:
+            current = bucket.backend.get(bucket.label, snapshot.key)
+        except BackendError as exc:
+            return Err(wc.Variant("store-error", wc.Variant("other", str(exc))))
+        retry = self.snapshots.add(store, Snapshot(bucket, snapshot.key, current))
+        return Err(wc.Variant("cas-failed", retry))

@@ -1,0 +1,150 @@
+"""Variables: app `[variables]` resolved by providers, served as `wasi:config/store`.
+
+Resolution, per app variable, in Spin's order: the runtime config's
+`[[variables_provider]]` entries in file order (`static`, `env`), then the
+default environment provider (`SPIN_VARIABLE_<NAME>` in the host's environment,
+then in `./.env`), then the manifest's `default`. A required variable that no
+provider knows stops start-up with its name.
+
+A component sees only its own `variables` table, each entry a template over
+app variables rendered once at start-up. Secret values never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime.component as wc
+
+from host.capabilities import Capability, Err, Ok
+from host.errors import ConfigError
+from host.manifest import Manifest
+
+CONFIG_STORE = "wasi:config/store@0.2.0-draft-2024-09-27"
+ENV_PREFIX = "SPIN_VARIABLE"
+
+_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
+
+
+class Provider:
+    """Knows values for some variables; `get` answers None for the others."""
+
+    description = "provider"
+
+    def get(self, name: str) -> str | None:
+        raise NotImplementedError
+
+
+@dataclass
+class StaticProvider(Provider):
+    values: Mapping[str, str]
+    description: str = "static values"
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+
+class EnvProvider(Provider):
+    """`<PREFIX>_<NAME>` from the process environment, then from a dotenv file."""
+
+    def __init__(self, prefix: str = ENV_PREFIX, dotenv: Path | None = Path(".env"),
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.prefix = prefix
+        self.environ = os.environ if environ is None else environ
+        self.dotenv = dotenv
+        self._dotenv_values: dict[str, str] | None = None
+        self.description = f"environment ({prefix}_*)"
+
+    def get(self, name: str) -> str | None:
+        key = f"{self.prefix}_{name.upper()}"
+        if key in self.environ:
+            return self.environ[key]
+        return self._from_dotenv().get(key)
+
+    def _from_dotenv(self) -> dict[str, str]:
+        if self._dotenv_values is None:
+            self._dotenv_values = {}
+            if self.dotenv is not None and self.dotenv.is_file():
+                self._dotenv_values = parse_dotenv(self.dotenv)
+        return self._dotenv_values
+
+
+def parse_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; `#` comments, `export ` prefixes and matching quotes allowed."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read dotenv file: {exc}") from None
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def resolve_app_variables(manifest: Manifest, providers: Sequence[Provider]) -> dict[str, str]:
+    """Every app variable's value; a required one without a value is a ConfigError."""
+    values: dict[str, str] = {}
+    missing: list[str] = []
+    for name, variable in manifest.variables.items():
+        value = next((v for p in providers if (v := p.get(name)) is not None), None)
+        if value is None:
+            value = variable.default
+        if value is None:
+            missing.append(name)
+        else:
+            values[name] = value
+    if missing:
+        names = ", ".join(f'"{n}"' for n in missing)
+        hint = " or ".join(f"{ENV_PREFIX}_{n.upper()}" for n in missing)
+        raise ConfigError(
+            f"{manifest.path}: required variable{'s' if len(missing) > 1 else ''} {names} "
+            f"ha{'ve' if len(missing) > 1 else 's'} no value: set {hint} in the environment, "
+            "or give a value in the runtime config's [[variables_provider]]"
+        )
+    return values
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Replace `{{ name }}` with the app variable's value (names checked at load)."""
+    return _TEMPLATE.sub(lambda m: values[m.group(1).strip()], template)
+
+
+def template_names(template: str) -> set[str]:
+    return {m.group(1).strip() for m in _TEMPLATE.finditer(template)}
+
+
+class Config(Capability):
+    """`wasi:config/store` over one component's rendered `variables` table."""
+
+    interfaces = (CONFIG_STORE,)
+
+    def __init__(self, component_id: str, values: Mapping[str, str]) -> None:
+        super().__init__(component_id)
+        self.values = dict(values)
+        self._all = list(self.values.items())
+
+    def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
+        return {"get": self.get, "get-all": self.get_all}
+
+    def get(self, store: Any, key: str) -> Ok | Err:
+        if not key or not key.isascii():
+            return Err(wc.Variant("invalid-name", f"invalid variable name {key!r}"))
+        return Ok(self.values.get(key))
+
+    def get_all(self, store: Any) -> Ok:
+        return Ok(self._all)

@@ -1,0 +1,183 @@
+"""`--runtime-config-file`: where an app's stores, databases and variables live.
+
+The same app binary runs on a dev stack and a prod stack by switching this
+file, never its code. Spin's shapes:
+
+    state_dir = ".spin"                  # "" = no state dir (in-memory defaults)
+    [key_value_store.LABEL]              # type "spin" (SQLite; path?) or "redis" (url)
+    [sqlite_database.LABEL]              # type "spin" (path?)
+    [[variables_provider]]               # type "static" (values) or "env" (prefix?, dotenv_path?)
+
+Relative paths are resolved against the file's directory. Anything unknown,
+missing or of the wrong type is a ConfigError naming the file, table and key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from host.capabilities.variables import ENV_PREFIX, EnvProvider, Provider, StaticProvider
+from host.errors import ConfigError
+
+KV_TYPES = ("spin", "redis")
+SQLITE_TYPES = ("spin",)
+PROVIDER_TYPES = ("static", "env")
+
+
+@dataclass(frozen=True)
+class KeyValueStoreConfig:
+    label: str
+    type: str  # "spin" or "redis"
+    path: Path | None = None  # spin: the SQLite file; None = in memory
+    url: str | None = None  # redis
+
+
+@dataclass(frozen=True)
+class SqliteDatabaseConfig:
+    label: str
+    path: Path | None = None  # None = in memory
+
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    path: Path | None = None
+    #: `state_dir` from the file: _UNSET when absent, None for "" (no state dir)
+    state_dir: Path | None = _UNSET
+    key_value_stores: dict[str, KeyValueStoreConfig] = field(default_factory=dict)
+    sqlite_databases: dict[str, SqliteDatabaseConfig] = field(default_factory=dict)
+    variables_providers: tuple[Provider, ...] = ()
+
+    @property
+    def sets_state_dir(self) -> bool:
+        return self.state_dir is not _UNSET
+
+
+class _Where:
+    def __init__(self, path: Path, table: str, data: Any) -> None:
+        self.path, self.table = path, table
+        if not isinstance(data, dict):
+            raise self.fail(f"expected a table, got {type(data).__name__}")
+        self.data = dict(data)
+
+    def fail(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.table}: {message}")
+
+    def string(self, key: str, required: bool = False) -> str | None:
+        value = self.data.pop(key, None)
+        if value is None:
+            if required:
+                raise self.fail(f'missing required key "{key}"')
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f'"{key}" must be a string, got {value!r}')
+        return value
+
+    def file(self, key: str) -> Path | None:
+        value = self.string(key)
+        if value is None:
+            return None
+        if not value:
+            raise self.fail(f'"{key}" must not be empty')
+        return (self.path.parent / value).resolve()
+
+    def finish(self) -> None:
+        if self.data:
+            names = ", ".join(f'"{k}"' for k in self.data)
+            raise self.fail(f"unknown key{'s' if len(self.data) > 1 else ''} {names}")
+
+
+def load_runtime_config(path: Path) -> RuntimeConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"runtime config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read runtime config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_runtime_config(data, path.resolve())
+
+
+def parse_runtime_config(data: dict[str, Any], path: Path) -> RuntimeConfig:
+    top = _Where(path, "top level", data)
+    state_dir: Path | None = _UNSET
+    if "state_dir" in top.data:
+        raw = top.string("state_dir")
+        state_dir = (path.parent / raw).resolve() if raw else None
+    stores = {label: _kv_store(_Where(path, f"[key_value_store.{label}]", table), label)
+              for label, table in _tables(top, "key_value_store").items()}
+    databases = {label: _sqlite_db(_Where(path, f"[sqlite_database.{label}]", table), label)
+                 for label, table in _tables(top, "sqlite_database").items()}
+    providers: list[Provider] = []
+    for key in ("variables_provider", "config_provider"):  # config_provider: Spin 1 alias
+        entries = top.data.pop(key, [])
+        if not isinstance(entries, list):
+            raise top.fail(f'"{key}" must be an array of tables ([[{key}]])')
+        for i, entry in enumerate(entries):
+            providers.append(_provider(_Where(path, f"[[{key}]] #{i + 1}", entry)))
+    for unsupported in ("outbound_networking", "outbound_http", "llm_compute", "log_dir",
+                        "max_instance_memory"):
+        if unsupported in top.data:
+            raise top.fail(f'"{unsupported}" is not supported by this host; remove it '
+                           "(see `host up --help` for the equivalent flags)")
+    top.finish()
+    return RuntimeConfig(path, state_dir, stores, databases, tuple(providers))
+
+
+def _tables(top: _Where, key: str) -> dict[str, Any]:
+    value = top.data.pop(key, {})
+    if not isinstance(value, dict):
+        raise top.fail(f'"{key}" must be a table of [{key}.LABEL] tables')
+    return value
+
+
+def _kv_store(t: _Where, label: str) -> KeyValueStoreConfig:
+    kind = t.string("type", required=True)
+    if kind == "spin":
+        config = KeyValueStoreConfig(label, kind, path=t.file("path"))
+    elif kind == "redis":
+        url = t.string("url", required=True) or ""
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise t.fail(f'"url" must be a redis://, rediss:// or unix:// URL, got "{url}"')
+        config = KeyValueStoreConfig(label, kind, url=url)
+    else:
+        raise t.fail(f'unsupported key-value store type "{kind}" '
+                     f"(supported: {', '.join(KV_TYPES)})")
+    t.finish()
+    return config
+
+
+def _sqlite_db(t: _Where, label: str) -> SqliteDatabaseConfig:
+    kind = t.string("type", required=True)
+    if kind != "spin":
+        raise t.fail(f'unsupported SQLite database type "{kind}" '
+                     f"(supported: {', '.join(SQLITE_TYPES)})")
+    config = SqliteDatabaseConfig(label, path=t.file("path"))
+    t.finish()
+    return config
+
+
+def _provider(t: _Where) -> Provider:
+    kind = t.string("type", required=True)
+    provider: Provider
+    if kind == "static":
+        values = t.data.pop("values", None)
+        if not isinstance(values, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+            raise t.fail('"values" must be a table of strings, e.g. values = { name = "x" }')
+        provider = StaticProvider(values, description=f"static values in {t.path.name}")
+    elif kind == "env":
+        prefix = t.string("prefix") or ENV_PREFIX
+        dotenv = t.file("dotenv_path")
+        provider = EnvProvider(prefix, dotenv)
+    else:
+        raise t.fail(f'unsupported variables provider type "{kind}" '
+                     f"(supported: {', '.join(PROVIDER_TYPES)})")
+    t.finish()
+    return provider

@@ -24,6 +24,8 @@ OUTPUTS = {
     "echo": "echo.wasm",
     "hello-ts": "dist/hello-ts.wasm",
     "hello-wagi": "hello.wasm",
+    "kv-counter": "kv-counter.wasm",
+    "capability-probe": "capability-probe.wasm",
 }
 # apps whose build writes more than one file
 EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"]}

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests import wat
-from tests.redis_server import redis_url  # noqa: F401
+from tests.redis_server import clean_redis_url, redis_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -145,7 +145,9 @@ class Capability:
                     func = functions.get(name)
                     if func is None:
                         raise KeyError(f"{interface}: no host function for {name}")
-                    define_func(instance, name, fty, _canonical(fty, func))
+                    define_func(instance, name, fty,
+                                _guarded(self.component_id, interface, name,
+                                         _canonical(fty, func)))
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         raise NotImplementedError
@@ -214,6 +216,28 @@ def _adapter(codec: Codec) -> Callable[[Any], Any] | None:
 
         return record
     return None
+
+
+def _guarded(component_id: str, interface: str, name: str,
+             func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a host-side bug into a trap with a message, never a Python exception.
+
+    wasmtime-py parks a raised Python exception in one process-wide slot; with
+    guest calls on many threads it could surface in another request. A
+    WasmtimeError travels with its own call.
+    """
+    def call(store: Any, *args: Any) -> Any:
+        try:
+            return func(store, *args)
+        except wasmtime.WasmtimeError:
+            raise
+        except Exception as exc:
+            log.error('component "%s": host function %s#%s failed: %s: %s',
+                      component_id, interface, name, type(exc).__name__, exc)
+            raise wasmtime.WasmtimeError(
+                f"host function {interface}#{name} failed: {type(exc).__name__}: {exc}"
+            ) from None
+    return call
 
 
 def _canonical(fty: wc.FuncType, func: Callable[..., Any]) -> Callable[..., Any]:

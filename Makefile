@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean redis-server
 
 setup: $(STAMP)
 
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml apps/hello-ts/package-lock.json
 run: setup
 	$(PY) -m host up -f apps/hello-python --build --listen $(LISTEN)
 
-test: setup
+# The Redis key-value backend is tested against a real redis-server (Debian package).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+test: setup redis-server
 	$(PY) -m pytest
 
 lint: setup

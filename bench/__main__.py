@@ -15,6 +15,9 @@ core 0, `wrk -t1 -cN -dS --latency` on core 1):
      per request
   h  host up apps/hello-wagi (a C WASI program over CGI, WAGI executor)
   i  host up apps/hello-ts (componentize-js), next to h for WAGI vs component
+  j  host up apps/kv-counter, GET / = one atomic increment in an SQLite file
+     (compare with e: the same runtime without the key-value call)
+  k  as j with the store in Redis (a redis-server the bench starts on loopback)
 In-process / process rows: abi (call_handler vs generic, per request size),
 inst (instantiate per example app), loop (instantiate + call, hello-python),
 startup (time to first 200, warm and cold compile cache), rss (VmRSS by
@@ -42,7 +45,7 @@ from bench.micro import Budget
 from bench.report import HttpRow, Results
 
 T = TypeVar("T")
-HTTP_KEYS = "abcdefghi"
+HTTP_KEYS = "abcdefghijk"
 OTHER_KEYS = ("abi", "inst", "loop", "startup", "rss")
 RSS_POOL_SIZES = (0, 4, 16)
 
@@ -142,7 +145,33 @@ def http_rows(plan: Plan, fx: Fixtures, cache: Path) -> list[HttpRow]:
         if plan.wants(key):
             rows.append(http_row(plan, key, f"host up: apps/{app} ({what})",
                                  partial(_host_up, fx.app_dir(app), cache), route, host=True))
+    if plan.wants("j"):
+        state = fx.work / "kv-state"
+        rows.append(http_row(plan, "j", "host up: apps/kv-counter, key-value in SQLite",
+                             lambda p: host_up_cmd(fx.app_dir("kv-counter"), p, cache,
+                                                   "--state-dir", str(state)), "/", host=True))
+    if plan.wants("k"):
+        rows.append(_redis_row(plan, fx, cache))
     return rows
+
+
+def _redis_row(plan: Plan, fx: Fixtures, cache: Path) -> HttpRow:
+    from tests.redis_server import start_redis, stop_redis
+
+    label = "host up: apps/kv-counter, key-value in Redis"
+    work = fx.work / "redis"
+    work.mkdir(exist_ok=True)
+    proc, port = start_redis(work)
+    try:
+        config = work / "runtime-config.toml"
+        config.write_text(f'[key_value_store.default]\ntype = "redis"\n'
+                          f'url = "redis://127.0.0.1:{port}/0"\n')
+        return http_row(plan, "k", label,
+                        lambda p: host_up_cmd(fx.app_dir("kv-counter"), p, cache,
+                                              "--runtime-config-file", str(config)),
+                        "/", host=True)
+    finally:
+        stop_redis(proc)
 
 
 # -- in-process and process measurements -------------------------------------------

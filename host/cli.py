@@ -13,13 +13,15 @@ import math
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from host import __version__
+from host import __version__, logs
 from host.app import App, AppSettings, load_app
 from host.build import build_app
+from host.bundle import SHIM_LISTEN, Bundle, read_bundle, variables_from_plain_env
 from host.errors import ConfigError, HostError
 from host.executors.component import ComponentExecutor
 from host.limits import HttpLimits, Limits
@@ -41,13 +43,13 @@ EXIT_FORCED = 130  # a second SIGTERM/SIGINT cut the drain short
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+    except ConfigError as exc:  # a SPINHOST_* variable with a bad value
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(getattr(args, "log_format", "plain"), getattr(args, "quiet", False))
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
@@ -90,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     _runtime_config_flag(up)
     _runtime_flags(up)
     _http_flags(up)
+    _log_format_flag(up)
     up.set_defaults(run=cmd_up)
+    _env_defaults(up)
 
     check = sub.add_parser("check", help="validate the manifest and components; print routes")
     _manifest_flag(check)
@@ -98,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     _runtime_config_flag(check)
     check.set_defaults(run=cmd_check, pool_size=1, memory_limit_mb=128, request_timeout=[],
                        reuse=1)
+
+    bundle = sub.add_parser(
+        "run-bundle", help="serve the Spin app in an OCI runtime bundle (containerd shim entry)",
+        description="Start the app whose spin.toml is at the root of BUNDLE's root filesystem, "
+                    "with the bundle's process.env and process.cwd (config.json). Listens on "
+                    f"SPIN_HTTP_LISTEN_ADDR, default {SHIM_LISTEN}. Exit codes: 0 stopped cleanly "
+                    "(SIGTERM drained), 1 the app could not start, 2 bad command line, "
+                    "3 not a Spin app (no /spin.toml), 130 a second signal cut the drain short.")
+    bundle.add_argument("bundle", metavar="BUNDLE_DIR", help="directory with config.json")
+    bundle.add_argument("up_args", nargs=argparse.REMAINDER, metavar="...",
+                        help="further `host up` flags (e.g. --pool-size 2)")
+    bundle.set_defaults(run=cmd_run_bundle)
 
     build = sub.add_parser("build", help="run each component's build command")
     _manifest_flag(build)
@@ -111,6 +127,53 @@ def _parser() -> argparse.ArgumentParser:
 def _manifest_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--from", dest="from_path", default=None, metavar="PATH",
                    help="spin.toml, or a directory containing one (default ./spin.toml)")
+
+
+def _log_format_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=logs.FORMATS, default="plain",
+                   help="plain text, or one JSON object per line (default plain)")
+
+
+ENV_PREFIX = "SPINHOST_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def env_name(flag: str) -> str:
+    """`--max-body-bytes` -> `SPINHOST_MAX_BODY_BYTES`."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def _env_defaults(p: argparse.ArgumentParser) -> None:
+    """Let `SPINHOST_<FLAG>` set any long flag: containers configure by environment.
+
+    A flag given on the command line still wins; a flag's own older variable
+    (SPIN_HTTP_LISTEN_ADDR, ...) is read by its default and loses to this one.
+    Repeatable flags take a comma-separated list.
+    """
+    for action in p._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs or action.dest in ("help", "version"):
+            continue
+        name = env_name(longs[0])
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        value: object
+        if isinstance(action, argparse._StoreTrueAction):
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"{name}={raw!r}: expected true or false")
+            value = raw.lower() in _TRUE
+        elif isinstance(action, argparse._AppendAction):
+            value = [item for item in raw.split(",") if item]
+        else:
+            try:
+                value = action.type(raw) if callable(action.type) else raw
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}={raw!r}: not a valid value for {longs[0]}") from None
+            if action.choices is not None and value not in action.choices:
+                raise ConfigError(f"{name}={raw!r}: choose from "
+                                  f"{', '.join(map(str, action.choices))}")
+        p.set_defaults(**{action.dest: value})
 
 
 def _runtime_config_flag(p: argparse.ArgumentParser) -> None:
@@ -217,6 +280,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         app.close()
     return EXIT_OK
+
+
+def cmd_run_bundle(args: argparse.Namespace) -> int:
+    bundle = read_bundle(Path(args.bundle))
+    os.environ.update(bundle.env)
+    manifest = load_manifest(bundle.manifest)
+    os.environ.update(variables_from_plain_env(list(manifest.variables), dict(os.environ)))
+    os.chdir(bundle.cwd)
+    argv = ["up", "-f", str(bundle.manifest), "--log-dir", "",
+            "--listen", os.environ.get("SPIN_HTTP_LISTEN_ADDR", SHIM_LISTEN),
+            "--state-dir", _bundle_state_dir(bundle)]
+    if bundle.runtime_config is not None:
+        argv += ["--runtime-config-file", str(bundle.runtime_config)]
+    # Re-parse: SPINHOST_* settings from the bundle's environment now apply, and
+    # flags given after BUNDLE_DIR win over the defaults above.
+    up_args = _parser().parse_args([*argv, *args.up_args])
+    logs.configure(up_args.log_format, up_args.quiet)
+    return cmd_up(up_args)
+
+
+def _bundle_state_dir(bundle: Bundle) -> str:
+    """`/.spin` in the container, as the shim does; none on a read-only root."""
+    state = bundle.rootfs / ".spin"
+    try:
+        state.mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=state):
+            pass
+    except OSError as exc:
+        logs.info(f"{state} is not writable ({exc.strerror}): default key-value and SQLite "
+                  "stores are in memory; point them elsewhere with a runtime config")
+        return ""
+    return str(state)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -464,11 +559,7 @@ def route_lines(app: App, base_url: str) -> list[str]:
 
 
 def print_routes(app: App, base_url: str) -> None:
-    serving = "\x1b[1;32mServing\x1b[0m" if sys.stdout.isatty() else "Serving"
-    print(f"\n{serving} {base_url}")
-    print("Available Routes:")
-    print("\n".join(route_lines(app, base_url)))
-    sys.stdout.flush()
+    logs.serving(base_url, route_lines(app, base_url))
 
 
 def _print_warnings(manifest: Manifest) -> None:
@@ -477,4 +568,4 @@ def _print_warnings(manifest: Manifest) -> None:
 
 
 def _info(line: str) -> None:
-    print(line, file=sys.stderr)
+    logs.info(line)

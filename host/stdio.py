@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from host import logs
+
 
 class ComponentStdio:
     """Sinks for one component's two output streams; shared by its instances."""
@@ -44,7 +46,7 @@ class ComponentStdio:
             self._partial[stream] = lines.pop()
             for line in lines:
                 text = line.decode("utf-8", errors="replace").rstrip("\r")
-                self._echo.write(f"[{self.component_id}] {text}\n")
+                logs.component_line(self._echo, self.component_id, stream, text)
             self._echo.flush()
 
     def close(self) -> None:

@@ -83,10 +83,10 @@ class HostProcess:
         assert self._proc is not None and self._proc.stdout is not None
         for line in self._proc.stdout:
             self.lines.append(line.rstrip("\n"))
-            found = re.search(r"Serving (http://\S+)", line)
+            found = re.search(r'Serving (http://[^\s"]+)', line)
             if found:
                 self.base_url = found.group(1)
-            if line.startswith("Available Routes:"):
+            if line.startswith("Available Routes:") or '"routes": [' in line:  # plain, JSON
                 self._serving.set()
 
     @property

@@ -140,7 +140,9 @@ class Engine:
                 os.unlink(tmp)
                 raise
         except OSError as exc:
-            log.warning("cannot write compile cache %s: %s", cached_path.parent, exc)
+            log.warning("cannot write compile cache %s (%s): this component is compiled at "
+                        "every start; give --cache-dir a writable directory (a node volume) "
+                        "to start fast", cached_path.parent, exc.strerror or exc)
 
 
 def _wasmtime_version() -> str:

@@ -1,0 +1,83 @@
+"""Where the host's own lines go: plain text by default, JSON lines on request.
+
+Containers collect stdout/stderr; a log pipeline wants one JSON object per
+line. Everything the host says goes through here: logging records, the
+start-up lines (`info`), the route table, and component output echoed with
+its component id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+FORMATS = ("plain", "json")
+
+_format = "plain"
+
+
+def configure(fmt: str, quiet: bool) -> None:
+    global _format
+    _format = fmt
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def is_json() -> bool:
+    return _format == "json"
+
+
+def _record(level: str, logger: str, message: str, **fields: Any) -> str:
+    entry = {"time": _now(), "level": level, "logger": logger, "message": message}
+    entry.update(fields)
+    return json.dumps(entry, ensure_ascii=False)
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return _record(record.levelname, record.name, message)
+
+
+def info(line: str) -> None:
+    """A start-up line (stderr), e.g. "probe: 4 instances ready"."""
+    if _format == "json":
+        print(_record("INFO", "host", line), file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def serving(base_url: str, routes: list[str]) -> None:
+    """The banner and route table, on stdout (scripts and tests wait for it)."""
+    if _format == "json":
+        print(_record("INFO", "host", f"Serving {base_url}", url=base_url,
+                      routes=[r.strip() for r in routes if r.startswith("  ") and ": " in r]),
+              flush=True)
+        return
+    banner = "\x1b[1;32mServing\x1b[0m" if sys.stdout.isatty() else "Serving"
+    print(f"\n{banner} {base_url}")
+    print("Available Routes:")
+    print("\n".join(routes), flush=True)
+
+
+def component_line(echo: TextIO, component_id: str, stream: str, text: str) -> None:
+    """One line a component wrote, echoed with its id."""
+    if _format == "json":
+        echo.write(_record("INFO", "component", text, component=component_id,
+                           stream=stream) + "\n")
+    else:
+        echo.write(f"[{component_id}] {text}\n")

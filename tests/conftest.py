@@ -55,6 +55,11 @@ class HostProcess:
         self._serving = threading.Event()
 
     def start(self, timeout: float = 120.0) -> HostProcess:
+        self.start_async()
+        return self.wait_started(timeout)
+
+    def start_async(self) -> None:
+        """Spawn the process; `wait_started` waits until it serves."""
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self._proc = subprocess.Popen(
@@ -63,6 +68,9 @@ class HostProcess:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         threading.Thread(target=self._read, daemon=True).start()
+
+    def wait_started(self, timeout: float = 120.0) -> HostProcess:
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         while not self._serving.wait(0.05):
             if self._proc.poll() is not None or time.monotonic() > deadline:

@@ -83,3 +83,26 @@ def test_unwritable_cache_still_serves_and_says_so(app_dir: Path, tmp_path: Path
         assert c.post("/echo", content=b"hi").content == b"hi"
     assert "cannot write compile cache" in host.output
     assert "compiled at every start" in host.output
+
+
+def test_two_processes_share_an_empty_compile_cache(tmp_path: Path) -> None:
+    """The node volume case: pods of one app start at once on an empty cache."""
+    cache = tmp_path / "node-cache"
+    app = built_app("hello-python")
+    hosts = [HostProcess(["-f", str(app), "--cache-dir", str(cache), "--pool-size", "1"])
+             for _ in range(2)]
+    try:
+        for host in hosts:  # both spawned before either has compiled
+            host.start_async()
+        for host in hosts:
+            host.wait_started()
+            with host.client() as c:
+                assert c.get("/hello").status_code == 200
+    finally:
+        for host in hosts:
+            host.stop()
+    artifacts = sorted(p.name for p in cache.iterdir())
+    assert len(artifacts) == 1 and artifacts[0].endswith(".cwasm"), artifacts  # no temp files
+    # A third process finds it: no compile step at all.
+    with HostProcess(["-f", str(app), "--cache-dir", str(cache), "--pool-size", "1"]) as host:
+        assert "loaded from compile cache" in host.output and "compiling" not in host.output

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: setup run test lint bench clean redis-server
+.PHONY: setup run test lint bench clean system-packages
 
 setup: $(STAMP)
 
@@ -21,14 +21,21 @@ $(STAMP): pyproject.toml apps/hello-ts/package-lock.json
 run: setup
 	$(PY) -m host up -f apps/hello-python --build --listen $(LISTEN)
 
-# The Redis key-value backend is tested against a real redis-server (Debian package).
-redis-server:
-	@command -v redis-server >/dev/null || { \
-	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+# Real servers and tools the tests use, from Debian: redis-server (Redis
+# key-value backend), docker-registry (OCI registry), skopeo and umoci (read our
+# image layouts, make runtime bundles). Installed only when missing.
+SYSTEM_TOOLS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo umoci:umoci
 
-test: setup redis-server
+system-packages:
+	@missing=$$(for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || echo $${pair##*:}; done); \
+	if [ -n "$$missing" ]; then \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  echo "apt-get install $$missing"; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+test: setup system-packages
 	$(PY) -m pytest
 
 lint: setup

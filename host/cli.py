@@ -26,6 +26,10 @@ from host.errors import ConfigError, HostError
 from host.executors.component import ComponentExecutor
 from host.limits import HttpLimits, Limits
 from host.manifest import Manifest, load_manifest
+from host.oci.cli import add_parser as add_oci_parser
+from host.oci.registry import is_image_reference
+from host.oci.store import ResolvedApp, resolve_app
+from host.oci.store import default_cache_dir as oci_default_cache_dir
 from host.runtime.engine import Engine, default_cache_dir
 from host.runtime_config import RuntimeConfig, load_runtime_config
 from host.server import HostApp
@@ -69,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(metavar="COMMAND")
 
     up = sub.add_parser("up", help="serve an app")
-    _manifest_flag(up)
+    _manifest_flag(up, image=True)
     up.add_argument("--listen", default=os.environ.get("SPIN_HTTP_LISTEN_ADDR", DEFAULT_LISTEN),
                     metavar="HOST:PORT",
                     help="address to listen on (env SPIN_HTTP_LISTEN_ADDR; "
@@ -89,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="run the build commands first (env SPIN_ALWAYS_BUILD)")
     up.add_argument("-q", "--quiet", action="store_true",
                     help="do not echo component output or start-up details")
+    up.add_argument("--insecure", action="store_true",
+                    help="-f names an image in a registry reachable over plain HTTP "
+                         "(localhost registries always are)")
     _runtime_config_flag(up)
     _runtime_flags(up)
     _http_flags(up)
@@ -115,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="further `host up` flags (e.g. --pool-size 2)")
     bundle.set_defaults(run=cmd_run_bundle)
 
+    add_oci_parser(sub)
+
     build = sub.add_parser("build", help="run each component's build command")
     _manifest_flag(build)
     build.add_argument("-c", "--component-id", action="append", default=[], metavar="ID",
@@ -124,9 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _manifest_flag(p: argparse.ArgumentParser) -> None:
+def _manifest_flag(p: argparse.ArgumentParser, image: bool = False) -> None:
+    what = ("; or an OCI image: a layout directory, a .tar of one, or a registry reference "
+            "like registry.example.com/apps/web:1.0") if image else ""
     p.add_argument("-f", "--from", dest="from_path", default=None, metavar="PATH",
-                   help="spin.toml, or a directory containing one (default ./spin.toml)")
+                   help=f"spin.toml, or a directory containing one (default ./spin.toml){what}")
 
 
 def _log_format_flag(p: argparse.ArgumentParser) -> None:
@@ -315,15 +326,22 @@ def _bundle_state_dir(bundle: Bundle) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.from_path)
+    image = _image_app(args)
+    manifest = load_manifest(image.manifest_path if image else args.from_path)
     if args.build:
+        if image is not None:
+            raise ConfigError(f"--build: {args.from_path} is an OCI image, not sources to build")
         build_app(manifest)
         manifest = load_manifest(manifest.path)
     _print_warnings(manifest)
     limits = http_limits(args)
     host, port = parse_listen(args.listen)
     sock = bind_socket(host, port, args.find_free_port)
+    if image is not None and image.runtime_config and not args.runtime_config_file:
+        args.runtime_config_file = str(image.runtime_config)  # the image's own, as the shim
     runtime_config = _runtime_config(args)
+    if image is not None and args.state_dir is None and not runtime_config.sets_state_dir:
+        args.state_dir = ""  # Spin: apps from a registry have no state dir (stores in memory)
     state_dir = _state_dir(args, manifest, runtime_config)
     log_dir = _log_dir(args, state_dir)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -340,7 +358,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if log_dir is not None and not quiet:
             _info(f'Logging component stdio to "{log_dir}{os.sep}"')
         print_routes(app, base_url)
-        host_app = HostApp(app, limits=limits)
+        host_app = HostApp(app, limits=limits, image_digest=image.digest if image else None)
         _serve(host_app, sock)
         if not quiet:
             executors = {e.id: e for e in app.executors.values()
@@ -462,6 +480,25 @@ def _cache_dir(args: argparse.Namespace) -> Path | None:
     if args.disable_cache:
         return None
     return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def _image_app(args: argparse.Namespace) -> ResolvedApp | None:
+    """`-f/--from` naming an OCI image (layout dir, .tar, or registry reference), or None.
+
+    Anything that is a spin.toml or a directory holding one stays a manifest.
+    """
+    source = args.from_path
+    if not source:
+        return None
+    path = Path(source)
+    if path.is_file() and path.suffix != ".tar" or (path / "spin.toml").is_file():
+        return None
+    if not path.exists() and not is_image_reference(source):
+        return None  # load_manifest reports the missing file
+    oci_cache = Path(args.cache_dir) if args.cache_dir else oci_default_cache_dir()
+    image = resolve_app(source, oci_cache, insecure=args.insecure or None)
+    logs.info(f"Serving OCI image {source} ({image.digest})")
+    return image
 
 
 def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:

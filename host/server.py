@@ -53,7 +53,8 @@ class _Gate:
 
 
 class HostApp:
-    def __init__(self, app: App, scheme: str = "http", limits: HttpLimits | None = None) -> None:
+    def __init__(self, app: App, scheme: str = "http", limits: HttpLimits | None = None,
+                 image_digest: str | None = None) -> None:
         self.app = app
         self.scheme = scheme
         self.limits = limits or HttpLimits()
@@ -67,6 +68,8 @@ class HostApp:
         info: dict[str, str] = {"name": app.manifest.application.name}
         if app.manifest.application.version is not None:
             info["version"] = app.manifest.application.version
+        if image_digest is not None:  # served from an OCI image, as Spin reports it
+            info["oci_image_digest"] = image_digest
         self._info = json.dumps(info, indent=2).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

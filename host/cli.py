@@ -387,6 +387,7 @@ def _serve(host_app: HostApp, sock: socket.socket) -> None:
     config = uvicorn.Config(
         host_app,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through our handler (plain or JSON)
         access_log=False,
         server_header=False,
         date_header=True,

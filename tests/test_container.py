@@ -101,8 +101,13 @@ def test_two_processes_share_an_empty_compile_cache(tmp_path: Path) -> None:
     finally:
         for host in hosts:
             host.stop()
-    artifacts = sorted(p.name for p in cache.iterdir())
-    assert len(artifacts) == 1 and artifacts[0].endswith(".cwasm"), artifacts  # no temp files
+    names = sorted(p.name for p in cache.iterdir())
+    artifacts = [n for n in names if n.endswith(".cwasm")]
+    assert len(artifacts) == 1, names
+    assert names == sorted([*artifacts, artifacts[0].replace(".cwasm", ".lock")])  # no temp
+    # The compile lock: one process compiled, the other waited and loaded.
+    assert sum("compiling hello-python.wasm" in h.output for h in hosts) == 1
+    assert sum("loaded from compile cache" in h.output for h in hosts) == 1
     # A third process finds it: no compile step at all.
     with HostProcess(["-f", str(app), "--cache-dir", str(cache), "--pool-size", "1"]) as host:
         assert "loaded from compile cache" in host.output and "compiling" not in host.output

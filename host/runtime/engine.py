@@ -4,18 +4,23 @@ Compiling a large component (componentize-py output: 18 MB) takes seconds;
 loading a serialized artifact takes tens of milliseconds. Artifacts are keyed by
 the component's content digest, the wasmtime version and the engine settings,
 and written with an atomic rename, so several host processes on one node (pods
-sharing a cache volume) can fill and read the same cache safely.
+sharing a cache volume) can fill and read the same cache safely. A process
+about to compile takes an advisory lock on the artifact's key first: pods that
+start together on a fresh node compile each component once, the others wait
+and load it, instead of all compiling the same bytes at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,9 @@ log = logging.getLogger("host.engine")
 
 # Engine settings that change the compiled code; part of every cache key.
 EPOCH_TICK_SECONDS = 0.01
+# How long a process waits for another one compiling the same component before
+# compiling it too (a stuck or very slow peer must not block start-up forever).
+COMPILE_LOCK_WAIT_SECONDS = 300.0
 ENGINE_SETTINGS = "epoch_interruption=1;cranelift_opt_level=speed;memory_init_cow=1;v2"
 
 
@@ -106,12 +114,34 @@ class Engine:
         key = hashlib.sha256(f"{digest};{kind.__name__};{self.cache_version}".encode()).hexdigest()
         start = time.perf_counter()
         cached_path = self.cache_dir / f"{key}.cwasm" if self.cache_dir else None
-        if cached_path is not None and cached_path.is_file():
-            try:
-                component = kind.deserialize_file(self.wasmtime, str(cached_path))
-                return LoadedComponent(component, digest, True, time.perf_counter() - start)
-            except wasmtime.WasmtimeError as exc:
-                log.warning("discarding unreadable cache entry %s: %s", cached_path, exc)
+        if cached_path is None:
+            return self._compile(wasm, kind, path, owner, digest, None, on_compile, start)
+        loaded = self._load_cached(cached_path, kind, digest, start)
+        if loaded is not None:
+            return loaded
+        with _compile_lock(cached_path):
+            # Another process may have compiled it while we waited for the lock.
+            loaded = self._load_cached(cached_path, kind, digest, start)
+            if loaded is not None:
+                return loaded
+            return self._compile(wasm, kind, path, owner, digest, cached_path, on_compile,
+                                 start)
+
+    def _load_cached(self, cached_path: Path, kind: type[wc.Component] | type[wasmtime.Module],
+                     digest: str, start: float) -> LoadedComponent | None:
+        if not cached_path.is_file():
+            return None
+        try:
+            component = kind.deserialize_file(self.wasmtime, str(cached_path))
+            return LoadedComponent(component, digest, True, time.perf_counter() - start)
+        except wasmtime.WasmtimeError as exc:
+            log.warning("discarding unreadable cache entry %s: %s", cached_path, exc)
+            return None
+
+    def _compile(self, wasm: bytes, kind: type[wc.Component] | type[wasmtime.Module],
+                 path: Path, owner: str, digest: str, cached_path: Path | None,
+                 on_compile: Callable[[int], None] | None, start: float) -> LoadedComponent:
+        core = kind is wasmtime.Module
         if on_compile is not None:
             on_compile(len(wasm))
         try:
@@ -143,6 +173,41 @@ class Engine:
             log.warning("cannot write compile cache %s (%s): this component is compiled at "
                         "every start; give --cache-dir a writable directory (a node volume) "
                         "to start fast", cached_path.parent, exc.strerror or exc)
+
+
+@contextlib.contextmanager
+def _compile_lock(cached_path: Path) -> Iterator[None]:
+    """Hold `<key>.lock` (flock) while compiling; best effort on unwritable caches.
+
+    The lock file stays (empty): removing it could let a waiter and a newcomer
+    lock different files. flock is released by the kernel if the process dies.
+    """
+    lock_path = cached_path.with_suffix(".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield  # read-only cache: nothing to share, compile alone
+        return
+    try:
+        deadline = time.monotonic() + COMPILE_LOCK_WAIT_SECONDS
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.info("waiting for another process compiling %s", cached_path.name)
+                    waited = True
+                if time.monotonic() > deadline:
+                    log.warning("%s: another process has been compiling for %.0f s; "
+                                "compiling here too", lock_path, COMPILE_LOCK_WAIT_SECONDS)
+                    break
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
 
 
 def _wasmtime_version() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,16 +27,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.loopback import free_port
+
 START_TIMEOUT_SECONDS = 20.0
 POLL_INTERVAL_SECONDS = 0.05
 INSTALL_HINT = "apt-get install -y docker-registry skopeo umoci"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _binary() -> str:
@@ -66,7 +60,7 @@ def start_registry(workdir: Path) -> tuple[subprocess.Popen[bytes], Registry]:
     storage.mkdir(exist_ok=True)
     log_path = workdir / "registry.log"
     for _attempt in range(3):  # another process may grab the port between probe and bind
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         config = workdir / "config.yml"
         config.write_text(
             "version: 0.1\n"

@@ -17,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import free_port
+
 START_TIMEOUT_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.02
 INSTALL_HINT = "apt-get install redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _command(port: int, *args: str) -> bytes:
@@ -68,7 +63,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         pytest.fail(f"redis-server is not on PATH; install it: {INSTALL_HINT}", pytrace=False)
     log_path = workdir / "redis.log"
     for _attempt in range(3):  # another process may grab the port between probe and bind
-        port = _free_port()
+        port = free_port()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

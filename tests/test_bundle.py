@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,13 +22,7 @@ import pytest
 
 from tests.apps import built_app
 from tests.conftest import ROOT
-from tests.test_capabilities import _Handler, _Upstream
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.loopback import Upstream, free_port, upstream_server
 
 
 def make_bundle(directory: Path, app_dir: Path | None, env: list[str],
@@ -82,18 +75,13 @@ class Bundled:
 
 
 @pytest.fixture
-def upstream() -> Iterator[_Upstream]:
-    server = _Upstream(("127.0.0.1", 0), _Handler)
-    server.seen, server.release = [], threading.Event()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+def upstream() -> Iterator[Upstream]:
+    with upstream_server() as server:
+        yield server
 
 
 def test_bundle_serves_with_its_env_and_drains_on_sigterm(tmp_path: Path, cache_dir: Path,
-                                                          upstream: _Upstream) -> None:
+                                                          upstream: Upstream) -> None:
     port, up = free_port(), upstream.server_address[1]
     app = tmp_path / "app"
     shutil.copytree(built_app("capability-probe"), app,

@@ -8,7 +8,6 @@ error value the host returned. Manifests are written per test around the same
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import threading
@@ -22,6 +21,7 @@ import redis
 from tests import wat
 from tests.apps import built_app
 from tests.conftest import ROOT, HostProcess, run_host, write_app
+from tests.loopback import Upstream, upstream_server
 
 
 @pytest.fixture(scope="module")
@@ -226,51 +226,14 @@ def test_variables_from_runtime_config_providers(probe_wasm: Path, cache_dir: Pa
 # Outbound HTTP
 
 
-class _Upstream(http.server.ThreadingHTTPServer):
-    seen: list[dict[str, object]]
-    release: threading.Event
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Upstream
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._answer()
-
-    def _answer(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.server.seen.append({"method": self.command, "path": self.path,
-                                 "probe": self.headers.get("x-probe"), "body": body.decode()})
-        if self.path.startswith("/slow"):
-            self.server.release.wait(30)
-        payload = f"upstream saw {self.command} {self.path}".encode()
-        self.send_response(201)
-        self.send_header("content-type", "text/plain")
-        self.send_header("x-upstream", "yes")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def upstream() -> Iterator[_Upstream]:
-    server = _Upstream(("127.0.0.1", 0), _Handler)
-    server.seen, server.release = [], threading.Event()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+def upstream() -> Iterator[Upstream]:
+    with upstream_server() as server:
+        yield server
 
 
 def test_outbound_allowed_host(probe_wasm: Path, cache_dir: Path, tmp_path: Path,
-                               upstream: _Upstream) -> None:
+                               upstream: Upstream) -> None:
     port = upstream.server_address[1]
     app = write_probe(tmp_path / "app", probe_wasm,
                       'allowed_outbound_hosts = ["http://{{ api_host }}:' + str(port) + '"]',
@@ -292,7 +255,7 @@ def test_outbound_allowed_host(probe_wasm: Path, cache_dir: Path, tmp_path: Path
 
 
 def test_outbound_denied_without_grant(probe_wasm: Path, cache_dir: Path, tmp_path: Path,
-                                       upstream: _Upstream) -> None:
+                                       upstream: Upstream) -> None:
     app = write_probe(tmp_path / "app", probe_wasm)
     url = f"http://127.0.0.1:{upstream.server_address[1]}/"
     with start(app, cache_dir) as host, host.client() as c:
@@ -311,7 +274,7 @@ def test_outbound_self_requests(probe_wasm: Path, cache_dir: Path, tmp_path: Pat
 
 def test_outbound_call_does_not_block_other_requests(probe_wasm: Path, cache_dir: Path,
                                                      tmp_path: Path,
-                                                     upstream: _Upstream) -> None:
+                                                     upstream: Upstream) -> None:
     port = upstream.server_address[1]
     app = write_probe(tmp_path / "app", probe_wasm,
                       f'allowed_outbound_hosts = ["http://127.0.0.1:{port}"]')

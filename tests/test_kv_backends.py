@@ -21,7 +21,8 @@ import redis
 from host.backends import BackendError, KeyValueBackend
 from host.backends.redis import RedisKeyValue, redact_url
 from host.backends.sqlite import PAGE_SIZE, SqliteKeyValue
-from tests.redis_server import _free_port, flush
+from tests.loopback import free_port
+from tests.redis_server import flush
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = "default"
@@ -394,7 +395,7 @@ def test_redis_description_hides_password(redis_url: str) -> None:
 
 
 def test_redis_closed_port_is_backend_error_naming_url() -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(BackendError) as info:
         RedisKeyValue(url)
     message = str(info.value)
@@ -404,7 +405,7 @@ def test_redis_closed_port_is_backend_error_naming_url() -> None:
 
 
 def test_redis_closed_port_error_hides_password() -> None:
-    port = _free_port()
+    port = free_port()
     with pytest.raises(BackendError) as info:
         RedisKeyValue(f"redis://admin:s3cr%40t-pw@127.0.0.1:{port}/0")
     message = str(info.value)

@@ -40,13 +40,14 @@ from host.oci.layout import (
 from host.oci.registry import RegistryClient, parse_reference, pull, push
 from host.oci.store import resolve_app
 from tests.conftest import HostProcess, run_host, write_app
+from tests.loopback import free_port
 from tests.oci_registry import (  # noqa: F401 - oci_registry_fixture provides `oci_registry`
     INSTALL_HINT,
     AuthProxy,
     Registry,
     oci_registry_fixture,
 )
-from tests.test_bundle import Bundled, free_port
+from tests.test_bundle import Bundled
 
 MANIFEST = """spin_manifest_version = 2
 [application]

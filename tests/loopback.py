@@ -1,0 +1,64 @@
+"""Loopback helpers shared by tests: free ports and a scriptable upstream HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the caller binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Upstream(http.server.ThreadingHTTPServer):
+    """An outbound-call target: records what it saw; `/slow...` waits for `release`."""
+
+    seen: list[dict[str, object]]
+    release: threading.Event
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Upstream
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer()
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.seen.append({"method": self.command, "path": self.path,
+                                 "probe": self.headers.get("x-probe"), "body": body.decode()})
+        if self.path.startswith("/slow"):
+            self.server.release.wait(30)
+        payload = f"upstream saw {self.command} {self.path}".encode()
+        self.send_response(201)
+        self.send_header("content-type", "text/plain")
+        self.send_header("x-upstream", "yes")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def upstream_server() -> Iterator[Upstream]:
+    server = Upstream(("127.0.0.1", 0), _Handler)
+    server.seen, server.release = [], threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()

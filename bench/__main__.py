@@ -156,7 +156,8 @@ def http_rows(plan: Plan, fx: Fixtures, cache: Path) -> list[HttpRow]:
 
 
 def _redis_row(plan: Plan, fx: Fixtures, cache: Path) -> HttpRow:
-    from tests.redis_server import start_redis, stop_redis
+    from tests.loopback import stop_process
+    from tests.redis_server import start_redis
 
     label = "host up: apps/kv-counter, key-value in Redis"
     work = fx.work / "redis"
@@ -171,7 +172,7 @@ def _redis_row(plan: Plan, fx: Fixtures, cache: Path) -> HttpRow:
                                               "--runtime-config-file", str(config)),
                         "/", host=True)
     finally:
-        stop_redis(proc)
+        stop_process(proc)
 
 
 # -- in-process and process measurements -------------------------------------------

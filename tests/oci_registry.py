@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.loopback import free_port
+from tests.loopback import free_port, stop_process
 
 START_TIMEOUT_SECONDS = 20.0
 POLL_INTERVAL_SECONDS = 0.05
@@ -84,16 +84,6 @@ def start_registry(workdir: Path) -> tuple[subprocess.Popen[bytes], Registry]:
     log_tail = log_path.read_text(errors="replace")[-2000:]
     pytest.fail(f"docker-registry did not answer /v2/ within {START_TIMEOUT_SECONDS}s:\n"
                 f"{log_tail}", pytrace=False)
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session", name="oci_registry")

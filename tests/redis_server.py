@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback import free_port
+from tests.loopback import free_port, stop_process
 
 START_TIMEOUT_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.02
@@ -75,20 +75,10 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
             if _answers_ping(port):
                 return proc, port
             time.sleep(POLL_INTERVAL_SECONDS)
-        stop_redis(proc)
+        stop_process(proc)
     log_tail = log_path.read_text(errors="replace")[-2000:]
     pytest.fail(f"redis-server did not answer PING within {START_TIMEOUT_SECONDS}s:\n{log_tail}",
                 pytrace=False)
-
-
-def stop_redis(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +88,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        stop_redis(proc)
+        stop_process(proc)
 
 
 @pytest.fixture

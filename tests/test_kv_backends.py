@@ -448,15 +448,16 @@ def test_redis_server_error_is_backend_error(redis_backend: RedisKeyValue, redis
 
 
 def test_redis_server_gone_is_backend_error(tmp_path: Path) -> None:
-    from tests.redis_server import start_redis, stop_redis
+    from tests.loopback import stop_process
+    from tests.redis_server import start_redis
 
     proc, port = start_redis(tmp_path)
     kv = RedisKeyValue(f"redis://127.0.0.1:{port}/0")
     try:
         kv.set(STORE, "k", b"v")
-        stop_redis(proc)
+        stop_process(proc)
         with pytest.raises(BackendError, match=f"127.0.0.1:{port}"):
             kv.get(STORE, "k")
     finally:
-        stop_redis(proc)
+        stop_process(proc)
         kv.close()

@@ -52,6 +52,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/slow"):
             self.server.release.wait(30)
         payload = f"upstream saw {self.command} {self.path}".encode()
+        if self.path.startswith("/big"):
+            payload = b"x" * (3 * 1024 * 1024)
         self.send_response(201)
         self.send_header("content-type", "text/plain")
         self.send_header("x-upstream", "yes")

@@ -245,6 +245,9 @@ def test_outbound_allowed_host(probe_wasm: Path, cache_dir: Path, tmp_path: Path
         assert got["headers"]["x-upstream"] == "yes"
         assert upstream.seen == [{"method": "POST", "path": "/x?y=1", "probe": "1",
                                   "body": "hi"}]
+        # Over the response cap (2 MiB): an error value, not a trap or a 500.
+        big = c.get("/http", params={"url": f"http://127.0.0.1:{port}/big"}).json()
+        assert big["error"].startswith("http-response-body-size")
         # Same host, another port: not in the list.
         other = c.get("/http", params={"url": f"http://127.0.0.1:{port + 1}/"}).json()
         assert other == {"error": "http-request-denied"}

@@ -59,6 +59,10 @@ def _error(case: str, payload: Any = None) -> Err:
                else wc.Variant(case))
 
 
+# Framing and routing headers come from the URL and the body, never from the guest.
+_HOST_MANAGED = {"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+                 "upgrade", "te", "trailer", "proxy-connection"}
+
 _WITH_PAYLOAD = {"DNS-error", "HTTP-request-body-size", "HTTP-response-body-size",
                  "internal-error"}
 
@@ -115,9 +119,9 @@ class Outbound(Capability):
     def _send(self, method: str, url: str, headers: list[tuple[str, bytes]],
               body: bytes) -> Ok | Err:
         limit = self.http.limits.max_response_bytes
+        sent = [(k.encode(), v) for k, v in headers if k.lower() not in _HOST_MANAGED]
         try:
-            with self.http.client.stream(method, url, headers=[(k.encode(), v) for k, v in headers],
-                                         content=body) as response:
+            with self.http.client.stream(method, url, headers=sent, content=body) as response:
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in response.iter_raw():

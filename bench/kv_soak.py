@@ -17,7 +17,6 @@ import argparse
 import random
 import tempfile
 import threading
-from pathlib import Path
 
 import httpx
 

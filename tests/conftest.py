@@ -125,7 +125,9 @@ class HostProcess:
         return self._proc.returncode
 
     def __enter__(self) -> HostProcess:
-        return self.start()
+        # Already started (e.g. by a helper that returns a running host): do not
+        # spawn a second process that __exit__ would not stop.
+        return self.start() if self._proc is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -52,6 +52,7 @@ class Grants:
         providers = [*runtime_config.variables_providers, EnvProvider()]
         self.app_values = resolve_app_variables(manifest, providers)
         self.kv: dict[str, KeyValueBackend] = {}
+        self._default_kv_backend: KeyValueBackend | None = None
         self.databases: dict[str, SqliteDatabase] = {}
         self._staging: Path | None = None
 
@@ -90,12 +91,7 @@ class Grants:
         config = self.config.key_value_stores.get(label)
         try:
             if config is None:
-                if label != DEFAULT_LABEL:
-                    raise self._unknown("key_value_stores", label, component, "key_value_store")
-                path = self.state_dir / KV_FILE if self.state_dir else None
-                backend: KeyValueBackend = SqliteKeyValue(path)
-                where = f'"{path}"' if path else "memory (no state dir)"
-                self.report(f"Storing default key-value data to {where}.")
+                backend = self._default_kv()  # every label without its own backend
             elif config.type == "redis":
                 from host.backends.redis import RedisKeyValue  # redis-py only when used
                 backend = RedisKeyValue(config.url or "")
@@ -107,6 +103,15 @@ class Grants:
         self.report(f'Key-value store "{label}": {backend.description}')
         self.kv[label] = backend
         return backend
+
+    def _default_kv(self) -> KeyValueBackend:
+        """The embedded store: one SQLite file, labels kept apart by its `store` column."""
+        if self._default_kv_backend is None:
+            path = self.state_dir / KV_FILE if self.state_dir else None
+            self._default_kv_backend = SqliteKeyValue(path)
+            where = f'"{path}"' if path else "memory (no state dir)"
+            self.report(f"Storing default key-value data to {where}.")
+        return self._default_kv_backend
 
     def _database(self, component: Component, label: str) -> SqliteDatabase:
         if label in self.databases:
@@ -137,7 +142,7 @@ class Grants:
         )
 
     def close(self) -> None:
-        for backend in self.kv.values():
+        for backend in {id(b): b for b in self.kv.values()}.values():
             backend.close()
         self.outbound.close()
         if self._staging is not None:

@@ -109,20 +109,20 @@ def test_kv_data_survives_a_restart(probe_wasm: Path, cache_dir: Path, tmp_path:
         assert c.get("/kv/incr?key=visits").json() == {"value": 4}
 
 
-def test_kv_label_needs_runtime_config(probe_wasm: Path, cache_dir: Path,
-                                       tmp_path: Path) -> None:
+def test_kv_labels_default_to_the_embedded_file(probe_wasm: Path, cache_dir: Path,
+                                                tmp_path: Path) -> None:
     app = write_probe(tmp_path / "app", probe_wasm, 'key_value_stores = ["default", "cache"]')
-    result = run_host("up", "-f", str(app), "--cache-dir", str(cache_dir), "--listen",
-                      "127.0.0.1:0")
-    assert result.returncode == 1
-    assert 'unknown key_value_stores label "cache" for component "probe"' in result.stderr
-    assert "Traceback" not in result.stderr
-    config = tmp_path / "rc.toml"
-    config.write_text('[key_value_store.cache]\ntype = "spin"\npath = "data/cache.db"\n')
-    with start(app, cache_dir, "--runtime-config-file", str(config)) as host, host.client() as c:
+    with start(app, cache_dir) as host, host.client() as c:
         assert c.post("/kv/set?key=k&label=cache", content=b"v").status_code == 200
         assert c.get("/kv/get?key=k&label=cache").content == b"v"
         assert c.get("/kv/get?key=k").status_code == 404  # labels are separate stores
+    files = sorted(p.name for p in (app.parent / ".spin").glob("*.db"))
+    assert files == ["sqlite_key_value.db"]  # one file, the store column keeps them apart
+    config = tmp_path / "rc.toml"
+    config.write_text('[key_value_store.cache]\ntype = "spin"\npath = "data/cache.db"\n')
+    with start(app, cache_dir, "--runtime-config-file", str(config)) as host, host.client() as c:
+        assert c.get("/kv/get?key=k&label=cache").status_code == 404  # now its own file
+        assert c.post("/kv/set?key=k&label=cache", content=b"w").status_code == 200
     assert (tmp_path / "data" / "cache.db").is_file()  # relative to the config file
 
 

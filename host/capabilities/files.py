@@ -41,7 +41,7 @@ def stage_files(manifest: Manifest, component: Component, root: Path) -> Path | 
     """
     if not component.files:
         return None
-    stager = _Stager(manifest, component)
+    stager = FileSelection(manifest, component)
     real_root = root.resolve()
     if real_root == stager.app or real_root in stager.app.parents:
         raise stager.fail("files", f"staging directory {root} is or contains the app directory "
@@ -63,8 +63,12 @@ def stage_files(manifest: Manifest, component: Component, root: Path) -> Path | 
     return root
 
 
-class _Stager:
-    """Selects one component's files: guest path -> (resolved host file, manifest entry)."""
+class FileSelection:
+    """Selects one component's files: guest path -> (resolved host file, manifest entry).
+
+    Public for `host oci build`, which packs the same selection at app-relative
+    paths so the manifest resolves identically in the image.
+    """
 
     def __init__(self, manifest: Manifest, component: Component) -> None:
         self.where = f"{manifest.path}: [component.{component.id}]"

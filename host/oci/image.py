@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from host.capabilities.files import _Stager, stage_files
+from host.capabilities.files import FileSelection, stage_files
 from host.errors import ConfigError
 from host.manifest import Component, FileMapping, FileSource, Manifest, UrlSource, load_manifest
 from host.oci.layout import (
@@ -197,7 +197,7 @@ def _add_files(contents: _Contents, component: Component) -> None:
         stage_files(manifest, component, Path(tmp) / "root")
     for entry in component.files:
         # One selection per entry, so each guest path maps back to its host path unambiguously.
-        stager = _Stager(manifest, component)
+        stager = FileSelection(manifest, component)
         if isinstance(entry, FileMapping):
             text, source = entry.source, PurePosixPath(entry.source)
             stager.mapping(entry.source, entry.destination)

@@ -23,10 +23,11 @@ from host.capabilities.files import stage_files
 from host.capabilities.keyvalue import KeyValue
 from host.capabilities.outbound import Outbound, OutboundClient
 from host.capabilities.sqlite import Sqlite, SqliteDatabase
-from host.capabilities.variables import Config, EnvProvider, render, resolve_app_variables
+from host.capabilities.variables import Config, EnvProvider, resolve_app_variables
 from host.errors import ComponentError, ConfigError
 from host.manifest import Component, Manifest
 from host.runtime_config import RuntimeConfig
+from host.templates import render
 
 DEFAULT_LABEL = "default"
 KV_FILE = "sqlite_key_value.db"

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from host import templates
 from host.capabilities.allowed_hosts import AllowedHostError, check_entries
 from host.errors import ManifestError
 from host.fields import is_field_name, is_field_value
@@ -424,16 +425,12 @@ def _parse_variables(t: _Table | None) -> dict[str, Variable]:
     return out
 
 
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
-
-
 def check_template(t: _Table, key: str, template: str, variables: Mapping[str, Variable]) -> None:
     """Reject templates that are unbalanced or name an undeclared app variable."""
-    rest = _TEMPLATE.sub("", template)
+    rest = templates.TEMPLATE.sub("", template)
     if "{{" in rest or "}}" in rest:
         t.key_error(key, f'invalid variable template "{template}": unbalanced braces')
-    for match in _TEMPLATE.finditer(template):
-        name = match.group(1).strip()
+    for name in templates.names(template):
         if name not in variables:
             t.key_error(
                 key,

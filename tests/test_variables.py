@@ -10,11 +10,11 @@ from host.capabilities.variables import (
     EnvProvider,
     StaticProvider,
     parse_dotenv,
-    render,
     resolve_app_variables,
 )
 from host.errors import ConfigError
 from host.manifest import parse_manifest
+from host.templates import render
 
 MANIFEST = """spin_manifest_version = 2
 [application]

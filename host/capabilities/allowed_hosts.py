@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from host import templates
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 HostKind = Literal["any", "self", "wildcard", "domain", "ip", "cidr"]
@@ -41,9 +43,6 @@ _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
 _RANGE = re.compile(r"([0-9]+)\.\.([0-9]+)\Z")
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}\Z")
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
-
-
 class AllowedHostError(ValueError):
     """An `allowed_outbound_hosts` entry is malformed; the message names the entry."""
 
@@ -393,23 +392,15 @@ class AllowList:
         return ANY in schemes or {"http", "https"} <= schemes
 
 
-def template_names(entry: str) -> list[str]:
-    """Variable names referenced by `{{ name }}` in an entry, in order."""
-    return [m.group(1).strip() for m in _TEMPLATE.finditer(entry)]
-
-
 def resolve_template(entry: str, values: Mapping[str, str]) -> str:
     """Substitute `{{ name }}` (whitespace trimmed) from `values`.
 
     Raises AllowedHostError naming the entry if a variable has no value.
     """
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1).strip()
+    for name in templates.names(entry):
         if name not in values:
             raise AllowedHostError(entry, f'no value for variable "{name}"')
-        return values[name]
-
-    return _TEMPLATE.sub(substitute, entry)
+    return templates.render(entry, values)
 
 
 def check_entries(entries: Iterable[str], defaults: Mapping[str, str | None]) -> None:
@@ -420,7 +411,7 @@ def check_entries(entries: Iterable[str], defaults: Mapping[str, str | None]) ->
     otherwise (they can only be checked once resolved at run time).
     """
     for entry in entries:
-        names = template_names(entry)
+        names = templates.names(entry)
         if not names:
             AllowedHost.parse(entry)
             continue

@@ -13,7 +13,6 @@ app variables rendered once at start-up. Secret values never reach a log line.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,6 @@ from host.manifest import Manifest
 
 CONFIG_STORE = "wasi:config/store@0.2.0-draft-2024-09-27"
 ENV_PREFIX = "SPIN_VARIABLE"
-
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
-
 
 class Provider:
     """Knows values for some variables; `get` answers None for the others."""
@@ -117,15 +113,6 @@ def resolve_app_variables(manifest: Manifest, providers: Sequence[Provider]) -> 
             "or give a value in the runtime config's [[variables_provider]]"
         )
     return values
-
-
-def render(template: str, values: Mapping[str, str]) -> str:
-    """Replace `{{ name }}` with the app variable's value (names checked at load)."""
-    return _TEMPLATE.sub(lambda m: values[m.group(1).strip()], template)
-
-
-def template_names(template: str) -> set[str]:
-    return {m.group(1).strip() for m in _TEMPLATE.finditer(template)}
 
 
 class Config(Capability):

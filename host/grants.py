@@ -10,6 +10,7 @@ the server listens, with a message naming the component and the label.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,8 +100,8 @@ class Grants:
             else:
                 backend = SqliteKeyValue(config.path)
         except BackendError as exc:
-            raise ConfigError(f'key-value store "{label}" (component "{component.id}"): '
-                              f"{exc}") from None
+            raise ConfigError(f'key-value store "{label}" (component "{component.id}"'
+                              f'{self._configured("key_value_store", label)}): {exc}') from None
         self.report(f'Key-value store "{label}": {backend.description}')
         self.kv[label] = backend
         return backend
@@ -127,12 +128,22 @@ class Grants:
         database = SqliteDatabase(label, path)
         try:
             database.check()
-        except Exception as exc:  # sqlite3.Error or OSError: either way, say which file
-            raise ConfigError(f'SQLite database "{label}" (component "{component.id}"): '
-                              f"cannot open {database.description}: {exc}") from None
+        except (sqlite3.Error, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f'SQLite database "{label}" (component "{component.id}"'
+                              f'{self._configured("sqlite_database", label)}): '
+                              f"cannot open {database.description}: {reason}") from None
         self.report(f'SQLite database "{label}": {database.description}')
         self.databases[label] = database
         return database
+
+    def _configured(self, table: str, label: str) -> str:
+        """`, [table.label] in FILE` when the runtime config defines the label."""
+        labels = (self.config.key_value_stores if table == "key_value_store"
+                  else self.config.sqlite_databases)
+        if label in labels and self.config.path is not None:
+            return f", [{table}.{label}] in {self.config.path}"
+        return ""
 
     def _unknown(self, key: str, label: str, component: Component, table: str) -> ComponentError:
         where = f" in {self.config.path}" if self.config.path else ""

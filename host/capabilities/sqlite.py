@@ -58,8 +58,6 @@ class SqliteDatabase:
         self.path = path
         self.description = f"sqlite {path}" if path else "sqlite in memory"
         self._memory: sqlite3.Connection | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
 
     def connect(self) -> sqlite3.Connection:
         if self.path is None:
@@ -73,6 +71,8 @@ class SqliteDatabase:
 
     def check(self) -> None:
         """Open once at start-up so a bad path fails before serving."""
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self.connect()
         if self.path is None:
             self._memory = conn  # keeps the shared in-memory database alive

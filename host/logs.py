@@ -42,10 +42,6 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def is_json() -> bool:
-    return _format == "json"
-
-
 def _record(level: str, logger: str, message: str, **fields: Any) -> str:
     entry = {"time": _now(), "level": level, "logger": logger, "message": message}
     entry.update(fields)

@@ -171,7 +171,7 @@ def _provider(t: _Where) -> Provider:
         if not isinstance(values, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
             raise t.fail('"values" must be a table of strings, e.g. values = { name = "x" }')
-        provider = StaticProvider(values, description=f"static values in {t.path.name}")
+        provider = StaticProvider(values)
     elif kind == "env":
         prefix = t.string("prefix") or ENV_PREFIX
         dotenv = t.file("dotenv_path")

@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import wasmtime
 import wasmtime.component as wc
 
+from host.errors import ComponentError
 from host.runtime.calls import define_func, import_func_types
 from host.runtime.marshal import Codec, K, RecordCodec, _List, _Tuple, _Variant, compile_type
 
@@ -115,14 +116,14 @@ class ResourceTable(Generic[T]):
     def define(self, instance: wc.LinkerInstance, name: str) -> None:
         instance.add_resource(name, self.type, lambda _store, rep: self.drop(rep))
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
 
 class Capability:
-    """One capability for one component: subclasses define `link_interface`."""
+    """One capability for one component.
 
-    #: interface name -> resource tables to define in it (by WIT resource name)
+    Subclasses name their `interfaces` and give, per interface, the host
+    `functions` (by import name) and the `resources` (WIT name -> table).
+    """
+
     interfaces: tuple[str, ...] = ()
 
     def __init__(self, component_id: str) -> None:
@@ -133,10 +134,11 @@ class Capability:
 
     def link(self, linker: wc.Linker, component: wc.Component, engine: wasmtime.Engine) -> None:
         """Define every interface of this capability that the component imports."""
+        imported = component.type.imports(engine)
         for interface in self.interfaces:
-            types = import_func_types(component, engine, interface)
-            if not types and interface not in component.type.imports(engine):
+            if interface not in imported:
                 continue
+            types = import_func_types(component, engine, interface)
             functions = self.functions(interface)
             with linker.root() as root, root.add_instance(interface) as instance:
                 for resource, table in self.resources(interface).items():
@@ -144,7 +146,9 @@ class Capability:
                 for name, fty in types.items():
                     func = functions.get(name)
                     if func is None:
-                        raise KeyError(f"{interface}: no host function for {name}")
+                        raise ComponentError(
+                            f'component "{self.component_id}" imports {interface}#{name}, '
+                            "which this host does not provide (build against the WIT in wit/)")
                     define_func(instance, name, fty,
                                 _guarded(self.component_id, interface, name,
                                          _canonical(fty, func)))
@@ -158,9 +162,6 @@ class Capability:
     def release_store(self, key: int) -> None:
         for table in self.tables():
             table.release_store(key)
-
-    def close(self) -> None:
-        """Release process-wide state (connections); backends are closed by their owner."""
 
 
 @dataclass(frozen=True)

@@ -131,13 +131,9 @@ class KeyValue(Capability):
         snapshot = self.snapshots.take(store, handle)
         bucket = snapshot.bucket
         try:
-            swapped = bucket.backend.swap(bucket.label, snapshot.key, snapshot.value, value)
-        except BackendError as exc:
-            return Err(wc.Variant("store-error", wc.Variant("other", str(exc))))
-        if swapped:
-            return Ok(None)
-        # Hand the guest a fresh snapshot, so it can retry from the current value.
-        try:
+            if bucket.backend.swap(bucket.label, snapshot.key, snapshot.value, value):
+                return Ok(None)
+            # Hand the guest a fresh snapshot, so it can retry from the current value.
             current = bucket.backend.get(bucket.label, snapshot.key)
         except BackendError as exc:
             return Err(wc.Variant("store-error", wc.Variant("other", str(exc))))

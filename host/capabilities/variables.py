@@ -30,8 +30,6 @@ ENV_PREFIX = "SPIN_VARIABLE"
 class Provider:
     """Knows values for some variables; `get` answers None for the others."""
 
-    description = "provider"
-
     def get(self, name: str) -> str | None:
         raise NotImplementedError
 
@@ -39,7 +37,6 @@ class Provider:
 @dataclass
 class StaticProvider(Provider):
     values: Mapping[str, str]
-    description: str = "static values"
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)
@@ -54,7 +51,6 @@ class EnvProvider(Provider):
         self.environ = os.environ if environ is None else environ
         self.dotenv = dotenv
         self._dotenv_values: dict[str, str] | None = None
-        self.description = f"environment ({prefix}_*)"
 
     def get(self, name: str) -> str | None:
         key = f"{self.prefix}_{name.upper()}"

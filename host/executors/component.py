@@ -83,7 +83,6 @@ class ComponentExecutor:
                 f"(it exports: {', '.join(exports) or 'nothing'}){hint}"
             ) from None
         self.grants = grants
-        self.capabilities = grants.capabilities
         self.linker = self._link(grants.allows_every_host)
         self.pool: InstancePool[_Instance] = InstancePool(component_id, self._instantiate,
                                                           pool_size)
@@ -91,7 +90,7 @@ class ComponentExecutor:
     def _link(self, allow_wasi_http: bool) -> wc.Linker:
         linker = wc.Linker(self.engine.wasmtime)
         linker.add_wasip2()
-        for capability in self.capabilities:
+        for capability in self.grants.capabilities:
             try:
                 capability.link(linker, self.component, self.engine.wasmtime)
             except wasmtime.WasmtimeError as exc:
@@ -170,7 +169,7 @@ class ComponentExecutor:
     def _release(self, instance: _Instance) -> None:
         """Free what the instance's store still holds (open connections, snapshots)."""
         key = store_key(instance.store)
-        for capability in self.capabilities:
+        for capability in self.grants.capabilities:
             capability.release_store(key)
 
 

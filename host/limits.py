@@ -51,3 +51,29 @@ class OutboundLimits:
     # wasmtime's copy budget for one component call.
     max_response_bytes: int = 2 * MiB
     max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class SqliteLimits:
+    """Bounds on what one guest SQL statement may do with the host's SQLite."""
+
+    # Waiting for another writer's lock; also capped by the request's deadline.
+    busy_timeout_seconds: float = 30.0
+    # SQLITE_LIMIT_LENGTH: the largest string or blob a statement may make.
+    max_value_bytes: int = 1 * MiB
+    # SQLITE_LIMIT_SQL_LENGTH: the longest statement text.
+    max_sql_bytes: int = 1 * MiB
+    # SQLITE_LIMIT_COLUMN: columns in a table, index, result or ORDER BY.
+    max_columns: int = 2000
+    # A result set larger than this (values' bytes plus a fixed cost per value)
+    # answers the interface's error instead of being built in host memory.
+    max_result_bytes: int = 2 * MiB
+
+
+@dataclass(frozen=True)
+class KeyValueLimits:
+    """Bounds on key-value calls; Spin documents values of at most 1 MB."""
+
+    max_value_bytes: int = 1 * MiB
+    # Total value bytes one batch call (get-many/set-many) may move.
+    max_batch_bytes: int = 2 * MiB

@@ -16,6 +16,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.capabilities import store_key
+from host.deadline import request_deadline
 from host.errors import ComponentError
 from host.grants import ComponentGrants
 from host.limits import Limits
@@ -152,7 +153,8 @@ class ComponentExecutor:
         instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
         reused = False
         try:
-            response = abi.call_handler(instance.handler, request)
+            with request_deadline(self.limits.deadline_seconds):
+                response = abi.call_handler(instance.handler, request)
             instance.uses += 1
             if instance.uses < self.limits.max_instance_reuse:
                 self.pool.give_back(instance)  # only after success: a trap poisons it

@@ -33,6 +33,7 @@ class Upstream(http.server.ThreadingHTTPServer):
     """An outbound-call target: records what it saw; `/slow...` waits for `release`."""
 
     seen: list[dict[str, object]]
+    answered: list[str]  # paths it has answered (a `/slow` one only once released)
     release: threading.Event
 
 
@@ -54,6 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         payload = f"upstream saw {self.command} {self.path}".encode()
         if self.path.startswith("/big"):
             payload = b"x" * (3 * 1024 * 1024)
+        self.server.answered.append(self.path)
         self.send_response(201)
         self.send_header("content-type", "text/plain")
         self.send_header("x-upstream", "yes")
@@ -68,7 +70,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def upstream_server() -> Iterator[Upstream]:
     server = Upstream(("127.0.0.1", 0), _Handler)
-    server.seen, server.release = [], threading.Event()
+    server.seen, server.answered, server.release = [], [], threading.Event()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server

@@ -15,6 +15,8 @@ end-to-end tests use it). Query parameters choose the label, key or URL.
   GET  /config?key=K | /config/all         wasi:config/store
   POST /sqlite[?label=L]                   body {"sql": ..., "params": [...]}
   GET  /http?url=U[&method=M]              outbound HTTP
+  GET  /http?authority=A&path=P[&scheme=S] outbound HTTP with the parts given verbatim
+  GET  /bytes?n=N                          a response body of N bytes
   GET  /files?path=P | /files/list?path=P  the filesystem the host mounted
   GET  /env                                the environment
 """
@@ -133,9 +135,12 @@ def database(q: dict, body: bytes) -> Response:
 
 
 def outbound(q: dict) -> Response:
-    url = q["url"]
-    scheme, rest = url.split("://", 1) if "://" in url else (None, url)
-    authority, slash, path = rest.partition("/") if scheme else (None, "", rest)
+    if "url" in q:
+        url = q["url"]
+        scheme, rest = url.split("://", 1) if "://" in url else (None, url)
+        authority, slash, path = rest.partition("/") if scheme else (None, "", rest)
+    else:  # parts exactly as given, for requests no URL parser would produce
+        scheme, authority, slash, path = q.get("scheme", "http"), q["authority"], "", q["path"]
     method = q.get("method", "GET").lower()
     methods = {"get": types.Method_Get(), "post": types.Method_Post(),
                "put": types.Method_Put()}
@@ -185,6 +190,8 @@ class IncomingHandler(exports.IncomingHandler):
                 return outbound(q)
             if path.startswith("/files"):
                 return files(path, q)
+            if path == "/bytes":
+                return Response(status=200, headers=[], body=b"x" * int(q["n"]))
             if path == "/env":
                 return reply(200, dict(os.environ))
             return reply(404, {"unknown": path})

@@ -19,7 +19,7 @@ from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
 from host.grants import ComponentGrants, Grants
-from host.limits import Limits, OutboundLimits
+from host.limits import HttpLimits, Limits, OutboundLimits
 from host.manifest import (
     Component,
     FileSource,
@@ -50,6 +50,8 @@ class AppSettings:
     state_dir: Path | None = None  # default stores live here; None: in memory
     outbound_limits: OutboundLimits = OutboundLimits()
     self_origin: str | None = None  # where `self` outbound requests go, e.g. http://127.0.0.1:3000
+    # WAGI programs' stdout is captured up to this (`--max-response-bytes`), then stopped.
+    max_response_bytes: int = HttpLimits().max_response_bytes
 
 
 Executor = ComponentExecutor | WagiExecutor
@@ -145,7 +147,8 @@ class _Loader:
         if trigger.executor.kind == "wagi":
             executor = WagiExecutor(self.engine, component.id, loaded,
                                     WagiProgram(trigger.executor.argv, env), stdio,
-                                    self._limits(component), files_root=grants.files_root)
+                                    self._limits(component), files_root=grants.files_root,
+                                    max_output_bytes=self.settings.max_response_bytes)
             self.made.append(executor)
             executor.start()
             self.report(f"{component.id}: WAGI program linked for trigger {trigger.id}")

@@ -13,6 +13,9 @@ from typing import BinaryIO, TextIO
 
 from host import logs
 
+# Output without a newline is held back until one comes, up to this much.
+MAX_LINE_BYTES = 64 * 1024
+
 
 class ComponentStdio:
     """Sinks for one component's two output streams; shared by its instances."""
@@ -43,7 +46,11 @@ class ComponentStdio:
             if self._echo is None:
                 return
             lines = (self._partial[stream] + data).split(b"\n")
-            self._partial[stream] = lines.pop()
+            partial = lines.pop()
+            if len(partial) > MAX_LINE_BYTES:  # no newline in sight: echo it in pieces
+                lines.append(partial)
+                partial = b""
+            self._partial[stream] = partial
             for line in lines:
                 text = line.decode("utf-8", errors="replace").rstrip("\r")
                 logs.component_line(self._echo, self.component_id, stream, text)

@@ -239,3 +239,79 @@ DIVIDE_BY_ZERO = """
   (func (export "%s") (param $req i32) (result i32)
     (i32.div_u (i32.const 1) (i32.sub (local.get $req) (local.get $req))))
 """.replace("%s", EXPORT)
+
+
+# WAGI output limits: a CGI header, then 64 KiB writes to stdout for ever, calling
+# fd_write directly and ignoring its result (so an error it returns stops nothing).
+WASI_PRINT_FOREVER = f"""(module {_WASI_IMPORTS}
+  (data (i32.const 1024) "Content-Type: text/plain\\0a\\0a")
+  (func (export "_start")
+    (call $write (i32.const 1024) (i32.const 26))
+    (i32.store (i32.const 0) (i32.const 65536))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $l
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (br $l))))
+"""
+# A CGI header on stdout and a line on stderr, then never returns (deadline tests
+# of a program that has written output).
+WASI_PRINT_THEN_LOOP = f"""(module {_WASI_IMPORTS}
+  (data (i32.const 1024) "Content-Type: text/plain\\0a\\0a")
+  (data (i32.const 1056) "about to spin\\0a")
+  (func (export "_start")
+    (call $write (i32.const 1024) (i32.const 26))
+    (i32.store (i32.const 0) (i32.const 1056))
+    (i32.store (i32.const 4) (i32.const 14))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (loop $l (br $l))))
+"""
+
+
+def wasi_print_bytes(count: int) -> str:
+    """A command that prints a CGI header and then `count` bytes of "x" in 1000-byte writes
+    (the last shorter); stdout is `CGI_HEADER_BYTES + count` bytes in all."""
+    return f"""(module {_WASI_IMPORTS}
+  (data (i32.const 1024) "Content-Type: text/plain\\0a\\0a")
+  (func (export "_start") (local $left i32)
+    (memory.fill (i32.const 4096) (i32.const 120) (i32.const 1000))
+    (call $write (i32.const 1024) (i32.const 26))
+    (local.set $left (i32.const {count}))
+    (block $done (loop $l
+      (br_if $done (i32.le_s (local.get $left) (i32.const 0)))
+      (call $write (i32.const 4096) (select (i32.const 1000) (local.get $left)
+                                            (i32.gt_s (local.get $left) (i32.const 1000))))
+      (local.set $left (i32.sub (local.get $left) (i32.const 1000)))
+      (br $l)))))
+"""
+
+
+CGI_HEADER_BYTES = 26
+
+# Hostile fd_write calls; prints a CGI header, then the errno of each as one byte:
+# a buffer past the end of memory, 5000 iovecs, an iovec array past the end, fd 5,
+# and 1000 iovecs each naming all 4 MiB of memory (copied at most 1 MiB, a short write).
+WASI_BAD_WRITES = f"""(module {_WASI_IMPORTS}
+  (data (i32.const 1024) "Content-Type: application/octet-stream\\0a\\0a")
+  (func $try (param $fd i32) (param $iovs i32) (param $n i32) (param $at i32)
+    (i32.store8 (local.get $at)
+      (call $fd_write (local.get $fd) (local.get $iovs) (local.get $n) (i32.const 8))))
+  (func (export "_start") (local $i i32)
+    (i32.store (i32.const 16) (i32.const 0xFFFFFFF0))
+    (i32.store (i32.const 20) (i32.const 100))
+    (call $try (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 2000))
+    (call $try (i32.const 1) (i32.const 16) (i32.const 5000) (i32.const 2001))
+    (call $try (i32.const 1) (i32.const 0x3FFFFFF8) (i32.const 2) (i32.const 2002))
+    (call $try (i32.const 5) (i32.const 16) (i32.const 1) (i32.const 2003))
+    (block $done (loop $l
+      (br_if $done (i32.eq (local.get $i) (i32.const 1000)))
+      (i32.store (i32.add (i32.const 8192) (i32.shl (local.get $i) (i32.const 3)))
+                 (i32.const 0))
+      (i32.store (i32.add (i32.const 8196) (i32.shl (local.get $i) (i32.const 3)))
+                 (i32.const 0x400000))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (drop (call $fd_write (i32.const 2) (i32.const 8192) (i32.const 1000) (i32.const 8)))
+    (i32.store (i32.const 2004) (i32.load (i32.const 8)))
+    (call $write (i32.const 1024) (i32.const 40))
+    (call $write (i32.const 2000) (i32.const 8))))
+"""

@@ -3,14 +3,23 @@
 The request arrives as argv, environment variables (the CGI set Spin's WAGI
 executor defines, SPIN.md section 6) and stdin; the response is what the
 program prints: CGI headers, a blank line, the body. Programs run under
-wasmtime's own WASI with stdin from memory and stdout captured in memory, in a
-fresh instance per request, linked once ahead of time (`InstancePre`).
+wasmtime's own WASI with stdin from memory, in a fresh instance per request,
+linked once ahead of time (`InstancePre`).
+
+`fd_write` is ours, not wasmtime's: stdout is captured in memory up to the
+response limit and a program that prints past it traps at that write, and
+stderr goes to the component's log. wasmtime's custom-output callbacks would
+run our Python on wasmtime's tokio threads (at interpreter exit too, which
+aborts the process), and they cannot stop the program: an error they return
+reaches the guest as EIO, which a printing loop ignores until its deadline.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +31,7 @@ from wasmtime import _ffi as ffi
 from host.errors import ComponentError
 from host.executors.component import GuestError, guest_failure, trap_reason
 from host.fields import is_field_name
-from host.limits import Limits
+from host.limits import HttpLimits, Limits
 from host.runtime.abi import HttpRequest, HttpResponse
 from host.runtime.engine import Engine, LoadedComponent
 from host.stdio import ComponentStdio
@@ -41,6 +50,19 @@ _SPIN_VARS = {
     "spin-base-path": "X_BASE_PATH",
     "spin-client-addr": "X_CLIENT_ADDR",
 }
+# WASI preview 1 errno values our fd_write answers with.
+_ERRNO_BADF = 8
+_ERRNO_FAULT = 21
+_ERRNO_INVAL = 28
+_IOV_MAX = 1024  # iovecs one call may name (POSIX's IOV_MAX; wasi-libc's writev stays under it)
+# The most one fd_write call copies, however many (overlapping) iovecs it names.
+_MAX_WRITE_BYTES = 1024 * 1024
+_IOVEC = struct.Struct("<II")  # ciovec: buf, buf_len
+_U32 = struct.Struct("<I")
+
+
+class OutputTooLarge(GuestError):
+    """The program printed more than the response limit; it was stopped there."""
 
 
 class CgiError(GuestError):
@@ -158,6 +180,22 @@ def parse_cgi_output(out: bytes) -> HttpResponse:
     return HttpResponse(status, list(headers.values()), body)
 
 
+class _Stdout:
+    """One request's stdout, in memory, refusing to grow past `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.exceeded = False
+
+    def write(self, data: bytes) -> None:
+        if len(self.data) + len(data) > self.limit:
+            self.exceeded = True
+            self.data = bytearray()  # the response is lost anyway: free it now
+            raise OutputTooLarge(f"stdout passed {self.limit} bytes")
+        self.data += data
+
+
 @dataclass(frozen=True)
 class WagiProgram:
     """What one request needs from the manifest: the argv template and environment."""
@@ -171,13 +209,18 @@ class WagiExecutor:
 
     def __init__(self, engine: Engine, component_id: str, loaded: LoadedComponent,
                  program: WagiProgram, stdio: ComponentStdio,
-                 limits: Limits | None = None, files_root: Path | None = None) -> None:
+                 limits: Limits | None = None, files_root: Path | None = None,
+                 max_output_bytes: int = HttpLimits().max_response_bytes) -> None:
         self.engine = engine
         self.id = component_id
         self.program = program
         self.files_root = files_root  # the component's `files`, mounted read-only at "/"
         self.stdio = stdio
         self.limits = limits or Limits()
+        self.max_output_bytes = max_output_bytes
+        # The stdout of the request running on this thread (the program calls
+        # fd_write on the thread that called _start).
+        self._running = threading.local()
         module = loaded.component
         if not isinstance(module, wasmtime.Module):
             raise ComponentError(
@@ -190,7 +233,12 @@ class WagiExecutor:
                 "(build a WASI command, not a library)"
             )
         linker = wasmtime.Linker(engine.wasmtime)
+        linker.allow_shadowing = True
         linker.define_wasi()
+        i32 = wasmtime.ValType.i32()
+        linker.define_func("wasi_snapshot_preview1", "fd_write",
+                           wasmtime.FuncType([i32, i32, i32, i32], [i32]), self._fd_write,
+                           access_caller=True)
         try:
             self.pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
@@ -217,32 +265,86 @@ class WagiExecutor:
         env.update(cgi_environment(request))
         wasi.env = list(env.items())
         _set_stdin_bytes(wasi, request.body)
-        out: list[bytes] = []
-        wasi.stdout_custom = out.append
-        wasi.stderr_custom = self.stdio.stderr
+        # stdout and stderr are left to wasmtime's default (discard): fd_write below
+        # takes the program's writes to fds 1 and 2 before they get there.
         if self.files_root is not None:
             wasi.preopen_dir(str(self.files_root), "/", fs_mutable=False)
+        stdout = _Stdout(self.max_output_bytes)
         store = wasmtime.Store(self.engine.wasmtime)
-        store.set_wasi(wasi)
-        store.set_limits(memory_size=self.limits.memory_bytes)
-        store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
         try:
+            store.set_wasi(wasi)
+            store.set_limits(memory_size=self.limits.memory_bytes)
+            store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
             instance = self.pre.instantiate(store)
             if dry_run:
                 return b""
             start = instance.exports(store)["_start"]
             assert isinstance(start, wasmtime.Func)
-            start(store)
+            self._running.stdout = stdout
+            try:
+                start(store)
+            finally:
+                self._running.stdout = None
         except wasmtime.ExitTrap as exc:
             if exc.code != 0:
                 raise GuestError(f"the program exited with status {exc.code}") from None
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:  # core traps are Trap
+        except Exception as exc:
+            # Checked first: wasmtime-py hands a host function's exception to
+            # whichever thread next leaves wasm, so ours may arrive as another type.
+            if stdout.exceeded:
+                raise OutputTooLarge(
+                    f"the program wrote more than {self.max_output_bytes} bytes to stdout "
+                    "(the response limit, --max-response-bytes); stopped it there"
+                ) from None
+            if not isinstance(exc, (wasmtime.WasmtimeError, wasmtime.Trap)):  # core traps
+                raise
             if dry_run:
                 raise ComponentError(
                     f'component "{self.id}" cannot be instantiated: {trap_reason(exc)}'
                 ) from None
             raise guest_failure(exc, self.limits) from None
-        return b"".join(out)
+        finally:
+            # Now, on this thread: a trap's traceback holds this frame in a reference
+            # cycle, which would keep the store (and its output) until a later GC
+            # pass or interpreter exit.
+            store.close()
+        return bytes(stdout.data)
+
+    def _fd_write(self, caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int,
+                  nwritten: int) -> int:
+        """WASI fd_write for fds 1 and 2; other fds are not writable in a WAGI program."""
+        if fd not in (1, 2):
+            return _ERRNO_BADF
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            return _ERRNO_FAULT
+        size = memory.data_len(caller)
+        iovs, iovs_len, nwritten = iovs & 0xFFFFFFFF, iovs_len & 0xFFFFFFFF, nwritten & 0xFFFFFFFF
+        if iovs_len > _IOV_MAX:
+            return _ERRNO_INVAL
+        if iovs + iovs_len * _IOVEC.size > size or nwritten + _U32.size > size:
+            return _ERRNO_FAULT  # also an empty memory, whose data pointer is null
+        view = memoryview((ctypes.c_char * size).from_address(  # no copy
+            ctypes.addressof(memory.data_ptr(caller).contents))).cast("B")
+        parts = []
+        room = _MAX_WRITE_BYTES  # a short write beyond it: the program writes the rest again
+        for ptr, length in _IOVEC.iter_unpack(view[iovs:iovs + iovs_len * _IOVEC.size]):
+            if ptr + length > size:
+                return _ERRNO_FAULT
+            take = min(length, room)
+            parts.append(view[ptr:ptr + take].tobytes())
+            room -= take
+            if not room:
+                break
+        data = b"".join(parts)
+        if fd == 2:
+            self.stdio.stderr(data)
+        else:
+            stdout: _Stdout | None = getattr(self._running, "stdout", None)
+            if stdout is not None:  # None: a start function, before _start
+                stdout.write(data)  # raises past the limit: the program traps here
+        _U32.pack_into(view, nwritten, len(data))
+        return 0
 
 
 def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:

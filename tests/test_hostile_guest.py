@@ -6,7 +6,8 @@ runs whatever SQL, URL or value the test sends it. Each attack class of issue
 12 is one test: the attempt fails with the interface's own error value (or the
 request ends with the status the host defines), no file appears, no other
 store changes, the host stays up and within a memory bound, and the next
-request succeeds.
+request succeeds. WAGI programs (plain WASI commands) are stopped at the
+response limit: tests/test_wagi_limits.py.
 """
 
 from __future__ import annotations
@@ -326,3 +327,22 @@ def test_outbound_secrets_stay_out_of_the_logs(probe_wasm: Path, cache_dir: Path
             assert c.get("/http", params={"url": url}).json()["status"] == 201
             assert host.wait_for_output(f"127.0.0.1:{port}")
             assert "SECRET-TOKEN" not in host.output
+
+
+# ---------------------------------------------------------------------------
+# Shutdown: a guest stopped at its deadline leaves nothing behind
+
+
+def test_sigterm_after_a_guest_timeout_exits_cleanly(probe_wasm: Path, cache_dir: Path,
+                                                     tmp_path: Path) -> None:
+    app = write_app(tmp_path / "app", manifest(""), {"probe.wasm": probe_wasm})
+    host = start(app, cache_dir, "--request-timeout", "1")
+    try:
+        with host.client() as c:
+            assert c.get("/loop").status_code == 504
+            assert host.wait_for_output("looping until the deadline")
+            assert c.get("/env").status_code == 200
+    finally:
+        code = host.stop()
+    assert code == 0, host.output
+    assert "panic" not in host.output

@@ -17,6 +17,7 @@ end-to-end tests use it). Query parameters choose the label, key or URL.
   GET  /http?url=U[&method=M]              outbound HTTP
   GET  /http?authority=A&path=P[&scheme=S] outbound HTTP with the parts given verbatim
   GET  /bytes?n=N                          a response body of N bytes
+  GET  /loop                               print a line, then spin until the deadline
   GET  /files?path=P | /files/list?path=P  the filesystem the host mounted
   GET  /env                                the environment
 """
@@ -192,6 +193,10 @@ class IncomingHandler(exports.IncomingHandler):
                 return files(path, q)
             if path == "/bytes":
                 return Response(status=200, headers=[], body=b"x" * int(q["n"]))
+            if path == "/loop":
+                print("looping until the deadline", flush=True)
+                while True:
+                    pass
             if path == "/env":
                 return reply(200, dict(os.environ))
             return reply(404, {"unknown": path})

@@ -169,10 +169,14 @@ class ComponentExecutor:
                 self._release(instance)
 
     def _release(self, instance: _Instance) -> None:
-        """Free what the instance's store still holds (open connections, snapshots)."""
+        """Free what the instance's store holds (open connections, snapshots), then the
+        store itself, now and on this thread: a trap's traceback holds the request's
+        frame in a reference cycle, which would otherwise keep the store (its memory
+        and output callbacks) until a later GC pass or interpreter exit."""
         key = store_key(instance.store)
         for capability in self.grants.capabilities:
             capability.release_store(key)
+        instance.store.close()
 
 
 def guest_failure(exc: BaseException, limits: Limits) -> GuestError:

@@ -55,11 +55,17 @@ class OutboundLimits:
 
 @dataclass(frozen=True)
 class SqliteLimits:
-    """Bounds on what one guest SQL statement may do with the host's SQLite."""
+    """Bounds on what one guest SQL statement may do with the host's SQLite.
+
+    Most are SQLite's own `sqlite3_limit` categories, set on every guest
+    connection (host/capabilities/sqlite.py); a statement over one fails with
+    SQLite's error instead of running.
+    """
 
     # Waiting for another writer's lock; also capped by the request's deadline.
     busy_timeout_seconds: float = 30.0
-    # SQLITE_LIMIT_LENGTH: the largest string or blob a statement may make.
+    # SQLITE_LIMIT_LENGTH: the largest string, blob or table row a statement may
+    # make or read (zeroblob, ||, group_concat, a bound parameter included).
     max_value_bytes: int = 1 * MiB
     # SQLITE_LIMIT_SQL_LENGTH: the longest statement text.
     max_sql_bytes: int = 1 * MiB
@@ -68,6 +74,21 @@ class SqliteLimits:
     # A result set larger than this (values' bytes plus a fixed cost per value)
     # answers the interface's error instead of being built in host memory.
     max_result_bytes: int = 2 * MiB
+    # SQLITE_LIMIT_VDBE_OP: instructions in one prepared statement. Bounds the
+    # memory and time of preparing a statement, which the deadline cannot
+    # interrupt (views expanded into views). A 6,000-row INSERT is ~36,000.
+    max_statement_ops: int = 250_000
+    # SQLITE_LIMIT_EXPR_DEPTH and SQLITE_LIMIT_COMPOUND_SELECT: SQLite's defaults.
+    max_expression_depth: int = 1000
+    max_compound_select: int = 500
+    # SQLITE_LIMIT_VARIABLE_NUMBER: `?` parameters (SQLite's default since 3.32).
+    max_parameters: int = 32766
+    # SQLITE_LIMIT_TRIGGER_DEPTH: nested (recursive) trigger firings.
+    max_trigger_depth: int = 100
+    # SQLITE_LIMIT_LIKE_PATTERN_LENGTH. One LIKE/GLOB comparison costs up to
+    # pattern x value length and cannot be interrupted at the deadline: at
+    # 1,000 x 1 MiB it takes about 1 s (SQLite's default, 50,000, about 40 s).
+    max_like_pattern_bytes: int = 1000
 
 
 @dataclass(frozen=True)

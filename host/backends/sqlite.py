@@ -5,23 +5,34 @@ timeout, so several host processes on one node can use the same file: each
 write is one short transaction, and read-modify-write operations (`increment`,
 `swap`) take the write lock up front (`BEGIN IMMEDIATE`) so two processes never
 both read the old value.
+
+A call made for a request waits for locks and runs at most until that
+request's deadline (host/deadline.py). Errors raised while serving name no
+host path (they reach the guest); the operator's log has the file.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar, cast
 
 from host.backends import BackendError
+from host.deadline import DeadlineExceeded, expired, time_left
+
+log = logging.getLogger("host.kv")
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_SECONDS = 30.0
+BUSY_TIMEOUT_SECONDS = 30.0  # waiting for another writer; less when the request ends sooner
 PAGE_SIZE = 1000  # keys per list-keys page
+PROGRESS_INSTRUCTIONS = 1000  # how often a running statement checks the request's deadline
+INTERRUPTED = "interrupted: the request's deadline has passed"
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS spin_key_value (
     store TEXT NOT NULL,
@@ -45,42 +56,77 @@ class SqliteKeyValue:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise BackendError(f"cannot create {path.parent}: {exc.strerror}") from None
-        conn = self._connection()
         try:
+            conn = self._connection()
             with conn:
                 conn.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open {self.description}: {exc}") from None
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
         """One connection per thread (guest calls run on worker threads)."""
         if self.path is None:
             # An in-memory database is per connection: share one, serialised.
             if self._memory is None:
-                self._memory = sqlite3.connect(":memory:", check_same_thread=False,
-                                               isolation_level=None)
+                self._memory = self._connect(":memory:", timeout)
                 self._connections.append(self._memory)
             return self._memory
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            conn = self._connect(self.path, timeout)
             try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
-                                       isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise BackendError(f"cannot open {self.description}: {exc}") from None
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
+            self._local.busy_ms = int(timeout * 1000)
             with self._lock:
                 self._connections.append(conn)
         return conn
 
-    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    @staticmethod
+    def _connect(path: Path | str, timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.set_progress_handler(expired, PROGRESS_INSTRUCTIONS)  # true: interrupt
+        return conn
+
+    @contextmanager
+    def _bounded(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, waiting for locks no longer than the request may."""
         try:
-            with self._lock if self.path is None else _NO_LOCK:
-                return self._connection().execute(sql, params).fetchall()
+            seconds = time_left(BUSY_TIMEOUT_SECONDS)
+        except DeadlineExceeded as exc:
+            raise BackendError(str(exc)) from None
+        if self.path is None:
+            if not self._lock.acquire(timeout=seconds):
+                raise BackendError(INTERRUPTED if expired() else "key-value store busy")
+            try:
+                yield self._connection(seconds)
+            finally:
+                self._lock.release()
+            return
+        conn = self._connection(seconds)
+        busy_ms = int(seconds * 10) * 100  # 100 ms steps, rounded down
+        if busy_ms != self._local.busy_ms:
+            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self._local.busy_ms = busy_ms
+        yield conn
+
+    def _call(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            with self._bounded() as conn:
+                return body(conn)
         except sqlite3.Error as exc:
-            raise BackendError(f"{self.description}: {exc}") from None
+            if isinstance(exc, sqlite3.OperationalError) and expired():
+                raise BackendError(INTERRUPTED) from None
+            log.warning("key-value store %s: %s", self.description, exc)
+            raise BackendError(f"key-value store: {exc}") from None
+
+    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        return self._call(lambda conn: conn.execute(sql, params).fetchall())
 
     def get(self, store: str, key: str) -> bytes | None:
         rows = self._run("SELECT value FROM spin_key_value WHERE store = ? AND key = ?",
@@ -152,36 +198,26 @@ class SqliteKeyValue:
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run `body(conn)` holding the database write lock (BEGIN IMMEDIATE)."""
-        try:
-            with self._lock if self.path is None else _NO_LOCK:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = body(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
                 conn.execute("COMMIT")
-                return result
-        except sqlite3.Error as exc:
-            raise BackendError(f"{self.description}: {exc}") from None
+            except BaseException:
+                # An interrupted write has already rolled back; never leave this
+                # thread's connection inside a transaction.
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+        return self._call(run)
 
     def close(self) -> None:
         with self._lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 # What Redis's INCRBY accepts, so both backends agree on what a counter is.

@@ -45,8 +45,12 @@ class HttpLimits:
 class OutboundLimits:
     """Bounds on a component's outbound HTTP calls (one shared client)."""
 
+    # Each is a ceiling: a call made for a request gets at most the time left
+    # before that request's deadline, and ends at the deadline whatever happens.
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 30.0  # for the response head, and between body bytes
+    write_timeout_seconds: float = 30.0  # sending the request, per write
+    pool_timeout_seconds: float = 30.0  # waiting for a free connection (max_connections)
     # A larger upstream body answers HTTP-response-body-size to the guest; about
     # wasmtime's copy budget for one component call.
     max_response_bytes: int = 2 * MiB

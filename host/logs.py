@@ -16,6 +16,12 @@ from typing import Any, TextIO
 
 FORMATS = ("plain", "json")
 
+# Libraries whose INFO and DEBUG lines carry URLs with their query strings or
+# headers: httpx logs every request URL at INFO (outbound calls, registry
+# upload locations with their state tokens), httpcore traces headers at DEBUG.
+# They speak at WARNING and above; host.outbound logs each call without them.
+LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "redis")
+
 _format = "plain"
 
 
@@ -28,6 +34,8 @@ def configure(fmt: str, quiet: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else logging.INFO)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

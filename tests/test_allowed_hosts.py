@@ -16,6 +16,7 @@ from host.capabilities.allowed_hosts import (
     AllowList,
     check_entries,
     resolve_template,
+    split_authority,
     split_url,
 )
 from host.errors import ManifestError
@@ -98,6 +99,13 @@ MATCHES: list[tuple[list[str], str, bool]] = [
     (["http://good.com"], "http://evil.com\\@good.com/", False),
     (["http://good.com"], "http://user:pw@good.com/", True),
     (["http://good.com"], "http://good.com/@evil.com", True),
+    (["http://good.com"], "http://good.com\\@good.com/", False),
+    (["http://good.com"], "http://good.com@good.com@good.com/", False),
+    (["http://good.com"], "http://good.com\r\n/", False),
+    (["http://127.0.0.1:1"], "http://127.0.0.1:1\\@127.0.0.1:2/", False),
+    (["http://127.0.0.1:2"], "http://127.0.0.1:1\\@127.0.0.1:2/", False),
+    (["http://127.0.0.1"], "http://127.1/", False),
+    (["http://127.0.0.1"], "http://[::ffff:127.0.0.1]/", False),
     (["http://127.0.0.1"], "http://0x7f.0.0.1/", False),
     (["http://127.0.0.1"], "http://2130706433/", False),
     (["http://xn--bcher-kva.de"], "http://bücher.de/", False),
@@ -268,13 +276,55 @@ def test_allow_list_parse_rejects_bad_entry() -> None:
     ("HTTP://Example.com:8080/x?y#z", ("http", "Example.com", 8080)),
     ("http://[::1]:81/", ("http", "[::1]", 81)),
     ("http://example.com:/", ("http", "example.com", None)),
-    ("http://evil.com\\@good.com/", ("http", "evil.com", None)),
+    # An authority two parsers could read differently is no URL at all.
+    ("http://evil.com\\@good.com/", None),
+    ("http://good.com\\@evil.com/", None),
+    ("http://a@b@good.com/", None),
+    ("http://evil.com /", None),
+    ("http://evil.com\t/", None),
+    ("http://u:p@good.com:81/x", ("http", "good.com", 81)),
+    ("http://good.com/\\@evil.com", ("http", "good.com", None)),
+    ("http://good.com?\\@evil.com", ("http", "good.com", None)),
     ("http://[::1]x/", None),
     ("http:///path", None),
     ("/relative", None),
 ])
 def test_split_url(url: str, expected: tuple[str, str, int | None] | None) -> None:
     assert split_url(url) == expected
+
+
+@pytest.mark.parametrize("authority,expected", [
+    ("example.com", ("example.com", None)),
+    ("Example.COM:8080", ("Example.COM", 8080)),
+    ("127.0.0.1:80", ("127.0.0.1", 80)),
+    ("[::1]:443", ("[::1]", 443)),
+    ("[::ffff:127.0.0.1]", ("[::ffff:127.0.0.1]", None)),
+    ("h:", ("h", None)),
+    ("h:65535", ("h", 65535)),
+    ("h:65536", None),
+    ("h:123456", None),
+    ("u@h", None),
+    ("u:p@h:1", None),
+    ("h\\@g", None),
+    ("h\\", None),
+    ("h#@g", None),
+    ("h?@g", None),
+    ("h/@g", None),
+    ("h%40g", None),
+    ("h:1:2", None),
+    ("h ", None),
+    (" h", None),
+    ("h\r\nHost: g", None),
+    ("h\x00", None),
+    ("b\u00fccher.de", None),
+    ("[::1", None),
+    ("[::1]x", None),
+    ("[fe80::1%eth0]", None),
+    ("", None),
+    (":80", None),
+])
+def test_split_authority(authority: str, expected: tuple[str, int | None] | None) -> None:
+    assert split_authority(authority) == expected
 
 
 @pytest.mark.parametrize("entry,values,expected", [

@@ -9,10 +9,13 @@ ignores it: each label has its own URL).
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ import redis
 from host.backends import BackendError, KeyValueBackend
 from host.backends.redis import RedisKeyValue, redact_url
 from host.backends.sqlite import PAGE_SIZE, SqliteKeyValue
+from host.deadline import request_deadline
 from tests.loopback import free_port
 from tests.redis_server import flush
 
@@ -461,3 +465,96 @@ def test_redis_server_gone_is_backend_error(tmp_path: Path) -> None:
     finally:
         stop_process(proc)
         kv.close()
+
+
+# ---------------------------------------------------------------------------
+# Redis: every command made for a request ends by the request's deadline
+
+
+@contextmanager
+def _redis_paused(url: str, seconds: float) -> Iterator[None]:
+    """The server answers no client for `seconds` (CLIENT PAUSE ALL); the block must end sooner.
+
+    A paused server queues every command, CLIENT UNPAUSE included, so the block
+    ends by waiting the pause out.
+    """
+    admin = redis.Redis.from_url(url, socket_timeout=seconds + 10)
+    admin.execute_command("CLIENT", "PAUSE", str(int(seconds * 1000)), "ALL")
+    paused_until = time.monotonic() + seconds
+    try:
+        yield
+        assert time.monotonic() < paused_until, "the pause ended before the test did"
+    finally:
+        admin.ping()  # answered when the pause ends
+        admin.close()
+
+
+REDIS_CALLS: list[tuple[str, Callable[[RedisKeyValue], object]]] = [
+    ("get", lambda kv: kv.get(STORE, "k")),
+    ("set", lambda kv: kv.set(STORE, "paused-set", b"v")),
+    ("delete", lambda kv: kv.delete(STORE, "paused-delete")),
+    ("exists", lambda kv: kv.exists(STORE, "k")),
+    ("list-keys", lambda kv: kv.list_keys(STORE, None)),
+    ("increment", lambda kv: kv.increment(STORE, "paused-counter", 1)),
+    ("get-many", lambda kv: kv.get_many(STORE, ["k", "x"])),
+    ("set-many", lambda kv: kv.set_many(STORE, [("paused-many", b"v")])),
+    ("delete-many", lambda kv: kv.delete_many(STORE, ["paused-many"])),
+    ("swap", lambda kv: kv.swap(STORE, "paused-swap", None, b"v")),
+]
+
+
+def test_redis_commands_end_at_the_request_deadline(clean_redis_url: str) -> None:
+    kv = RedisKeyValue(clean_redis_url)
+    try:
+        kv.set(STORE, "k", b"v")
+        with _redis_paused(clean_redis_url, 0.2 * len(REDIS_CALLS) + 1.5):
+            for name, call in REDIS_CALLS:
+                started = time.monotonic()
+                with request_deadline(0.2), pytest.raises(BackendError) as info:
+                    call(kv)
+                elapsed = time.monotonic() - started
+                assert str(info.value) == (f"redis {clean_redis_url}: no answer before the "
+                                           "request's deadline"), name
+                assert 0.15 <= elapsed < 0.5, (name, elapsed)  # not the 5 s socket timeout
+        # Connections whose reply was late were dropped: no late reply is ever
+        # read as the answer to the next command.
+        assert kv.get(STORE, "k") == b"v"
+        assert kv.get_many(STORE, ["k", "nothing"]) == [b"v", None]
+    finally:
+        kv.close()
+
+
+def test_redis_sends_nothing_once_the_deadline_passed(clean_redis_url: str) -> None:
+    kv = RedisKeyValue(clean_redis_url)
+    try:
+        with request_deadline(0.0), pytest.raises(BackendError, match="deadline"):
+            kv.set(STORE, "late", b"v")
+        assert kv.get(STORE, "late") is None  # the command never left the host
+    finally:
+        kv.close()
+
+
+def test_redis_new_connection_is_bounded_by_the_deadline(clean_redis_url: str) -> None:
+    kv = RedisKeyValue(clean_redis_url)
+    try:
+        kv._redis.connection_pool.disconnect()  # the next command connects afresh
+        with _redis_paused(clean_redis_url, 1.0):
+            started = time.monotonic()
+            with request_deadline(0.3), pytest.raises(BackendError, match="deadline"):
+                kv.get(STORE, "k")
+            assert time.monotonic() - started < 0.8
+        assert kv.get(STORE, "k") is None
+    finally:
+        kv.close()
+
+
+def test_redis_server_that_never_answers_is_bounded_by_the_deadline() -> None:
+    # Accepts connections (the kernel does, from the backlog) but never replies.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        with request_deadline(0.3), pytest.raises(BackendError, match="cannot reach Redis"):
+            RedisKeyValue(url)
+        assert time.monotonic() - started < 0.8

@@ -13,23 +13,36 @@ The client does not retry a failed command: INCRBY and MSET are not idempotent,
 so re-sending one after a timeout could apply it twice. Stale pooled
 connections (a restarted server) are still caught before use, by the pool's
 check on checkout and by `health_check_interval`.
+
+Every command made for a request ends by that request's deadline
+(`host.deadline`). redis-py sets a socket's timeout once per connection, so
+the pool's connections (`_DeadlineConnection`) set it per command instead: no
+command starts once the deadline has passed, connecting, sending and waiting
+for the reply each get the time left (capped by the constants below), and a
+connection whose reply did not come in time is dropped, never reused.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeout
 from redis.retry import Retry
 
 from host.backends import BackendError
+from host.deadline import DeadlineExceeded, expired, time_left
 
 #: Seconds to wait for a reply: bounded so a hung server fails the guest call
 #: instead of holding a worker thread forever; 1 MiB values need far less.
+#: During a request, the time left before its deadline if that is less.
 SOCKET_TIMEOUT_SECONDS = 5.0
 #: Seconds to wait for a TCP connection, so start-up fails fast on a wrong URL.
+#: During a request, the time left before its deadline if that is less.
 CONNECT_TIMEOUT_SECONDS = 2.0
 #: A pooled connection idle for longer than this is PINGed before reuse.
 HEALTH_CHECK_INTERVAL_SECONDS = 30
@@ -71,6 +84,58 @@ def _passwords(url: str) -> list[str]:
     return [s for p in found if p for s in {p, unquote(p), quote(p, safe="")}]
 
 
+class _DeadlineConnection(AbstractConnection):
+    """Mixed into redis-py's connection classes: each command bounded by the time left."""
+
+    def connect(self) -> None:
+        self.socket_connect_timeout = _time_left(CONNECT_TIMEOUT_SECONDS)
+        super().connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        left = _time_left(SOCKET_TIMEOUT_SECONDS)  # nothing is sent once the deadline passed
+        self.socket_connect_timeout = min(CONNECT_TIMEOUT_SECONDS, left)  # if it reconnects
+        if self._sock is not None:
+            self._sock.settimeout(left)
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    def read_response(self, disable_decoding: bool = False, **kwargs: Any) -> Any:
+        try:
+            left = time_left(SOCKET_TIMEOUT_SECONDS)
+        except DeadlineExceeded:
+            # Its reply is still on the way: this connection must never be reused.
+            self.disconnect()  # type: ignore[no-untyped-call]
+            raise RedisTimeout(_DEADLINE_PASSED) from None
+        caller = kwargs.get("timeout")
+        if isinstance(caller, int | float):
+            left = min(left, caller)
+        kwargs["timeout"] = left  # a reply not read in time disconnects (redis-py's rule)
+        return super().read_response(disable_decoding, **kwargs)
+
+
+class _TcpConnection(_DeadlineConnection, redis.Connection):
+    pass
+
+
+class _TlsConnection(_DeadlineConnection, redis.SSLConnection):
+    pass
+
+
+class _UnixConnection(_DeadlineConnection, redis.UnixDomainSocketConnection):
+    pass
+
+
+_CONNECTIONS: dict[str, type[redis.Connection] | type[redis.UnixDomainSocketConnection]] = {
+    "redis": _TcpConnection, "rediss": _TlsConnection, "unix": _UnixConnection}
+_DEADLINE_PASSED = "no answer before the request's deadline"
+
+
+def _time_left(ceiling: float) -> float:
+    try:
+        return time_left(ceiling)
+    except DeadlineExceeded:
+        raise RedisTimeout(_DEADLINE_PASSED) from None
+
+
 class RedisKeyValue:
     def __init__(self, url: str) -> None:
         """Connect to `url` and PING it, so a wrong URL fails at start-up, not per request."""
@@ -80,6 +145,8 @@ class RedisKeyValue:
         try:
             self._redis: redis.Redis = redis.Redis.from_url(
                 url,
+                # from_url's own choice by scheme, made deadline-aware
+                connection_class=_CONNECTIONS.get(urlsplit(url).scheme.lower(), _TcpConnection),
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
@@ -99,6 +166,8 @@ class RedisKeyValue:
         return " ".join(message.split())  # one line, whatever the server said
 
     def _error(self, exc: RedisError) -> BackendError:
+        if isinstance(exc, RedisTimeout) and expired():
+            return BackendError(f"{self.description}: {_DEADLINE_PASSED}")
         return BackendError(self._scrub(f"{self.description}: {exc}"))
 
     def get(self, store: str, key: str) -> bytes | None:
@@ -213,6 +282,8 @@ class RedisKeyValue:
                 pipe.execute()
                 return True
         except WatchError:
+            if expired():  # redis-py turns a lost connection while watching into WatchError
+                raise BackendError(f"{self.description}: {_DEADLINE_PASSED}") from None
             return False
         except RedisError as exc:
             raise self._error(exc) from None

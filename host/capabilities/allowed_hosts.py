@@ -8,7 +8,10 @@ defaults for templated entries), and resolved and parsed again at run time
 Matching is deliberately conservative: a request host that cannot be parsed the way
 an HTTP client would parse it (percent-escapes, non-ASCII, odd IPv4 spellings such as
 `0x7f.1`, zone ids) is denied rather than guessed at, so the check can never approve
-one host while the client connects to another.
+one host while the client connects to another. For the same reason an http(s)
+authority is read by one strict grammar (`split_authority`): text that two URL
+parsers could read as different hosts (a backslash, a second `@`, spaces, control
+characters) is refused, and the outbound client connects to the parts checked here.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
 _RANGE = re.compile(r"([0-9]+)\.\.([0-9]+)\Z")
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}\Z")
+# host[:port] of an http(s) request: a bracketed IPv6 address or letters, digits,
+# `.`, `_`, `-`. Nothing that could end the host early or start a userinfo.
+_HTTP_HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{0,5}))?\Z")
+# userinfo before `@` in an http(s) URL: RFC 3986 characters, no `@`, backslash or space.
+_HTTP_USERINFO = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:%-]*\Z")
+
+
 class AllowedHostError(ValueError):
     """An `allowed_outbound_hosts` entry is malformed; the message names the entry."""
 
@@ -120,7 +130,7 @@ class AllowedHost:
         scheme = scheme.lower()
         if self.scheme != ANY and self.scheme != scheme:
             return False
-        target = _request_host(host)
+        target = request_host(host)
         if target is None:
             return False
         if self.kind == "self":
@@ -283,7 +293,7 @@ def _parse_cidr(text: str) -> IPNetwork | None:
         return None
 
 
-def _request_host(host: str) -> str | IPAddress | None:
+def request_host(host: str) -> str | IPAddress | None:
     """A request's host as a lowercase domain or an IP address; None if unparseable."""
     if host.startswith("[") and host.endswith("]"):
         addr = _parse_ip(host[1:-1])
@@ -299,25 +309,47 @@ def _request_host(host: str) -> str | IPAddress | None:
     return name
 
 
+def split_authority(authority: str) -> tuple[str, int | None] | None:
+    """(host, port or None) of an http(s) authority `host[:port]`; None if it is not one.
+
+    Strict on purpose: userinfo, backslashes, percent-escapes, spaces, control
+    characters and non-ASCII are all refused, since HTTP clients disagree on where
+    such an authority ends. The host is returned as written (IPv6 in brackets).
+    """
+    match = _HTTP_HOSTPORT.match(authority)
+    if match is None:
+        return None
+    host, port_text = match.group(1), match.group(2)
+    if not port_text:
+        return host, None
+    port = int(port_text)
+    return (host, port) if port <= 0xFFFF else None
+
+
 def split_url(url: str) -> tuple[str, str, int | None] | None:
     """(scheme, host, port or None) of an absolute URL; None if it is not one.
 
-    For http(s) the authority ends at the first `/`, `\\`, `?` or `#`, as an HTTP
-    client reads it, so `http://evil\\@good/` is checked as `evil`. Other schemes are
-    database connection strings whose passwords often hold `#` or `?`, so their
-    userinfo runs to the last `@` before the first `/` (`mysql://u:p#w@db`).
+    For http(s) the authority ends at the first `/`, `?` or `#`, and must then be
+    `[userinfo@]host[:port]` with nothing ambiguous in it (`split_authority`): an
+    HTTP client reads `http://evil\\@good/` as host `good`, a browser as `evil`, so
+    it is refused. Other schemes are database connection strings whose passwords
+    often hold `#` or `?`, so their userinfo runs to the last `@` before the first
+    `/` (`mysql://u:p#w@db`).
     """
     scheme, sep, rest = url.partition("://")
     if not sep or not _URL_SCHEME.match(scheme):
         return None
     scheme = scheme.lower()
     if scheme in ("http", "https"):
-        authority = re.split(r"[/\\?#]", rest, maxsplit=1)[0]
-        hostport = authority.rpartition("@")[2]
-    else:
-        before_path = rest.partition("/")[0]
-        after_userinfo = before_path.rpartition("@")[2]
-        hostport = re.split(r"[?#]", after_userinfo, maxsplit=1)[0]
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        userinfo, at, hostport = authority.rpartition("@")
+        parts = split_authority(hostport)
+        if parts is None or (at and not _HTTP_USERINFO.match(userinfo)):
+            return None
+        return scheme, *parts
+    before_path = rest.partition("/")[0]
+    after_userinfo = before_path.rpartition("@")[2]
+    hostport = re.split(r"[?#]", after_userinfo, maxsplit=1)[0]
     if hostport.startswith("["):
         inner, bracket, after = hostport.partition("]")
         host, port_text = inner + bracket, after

@@ -1,33 +1,99 @@
 """Outbound HTTP: `spinhost:http/outgoing-handler`, checked against the allow-list.
 
-Requests go through one shared `httpx.Client` (connection pooling, explicit
-timeouts, no redirects followed: the guest sees the 3xx as wasi-http does).
-The guest's call blocks only its own worker thread, so a slow upstream never
-stops the host serving other requests; the request deadline still applies
-when the call returns.
+Requests go through one shared `httpx.Client` (connection pooling, no
+redirects followed: the guest sees the 3xx as wasi-http does). The guest's
+call blocks only its own worker thread, so a slow upstream never stops the
+host serving other requests.
 
-A URL outside `allowed_outbound_hosts` answers `HTTP-request-denied` and logs
-Spin's two lines naming the destination and the entry that would allow it. A
-request without an authority goes to the app itself and needs `self` (or `*`).
+The URL that is checked is the URL that is connected to. The guest's fields
+are parsed once (`Target`): the authority must be exactly `host[:port]` and
+the path must start with `/`; anything two URL parsers could read as
+different hosts (userinfo, a backslash, spaces, control characters,
+non-ASCII) answers `HTTP-request-URI-invalid`. The allow-list is asked about
+that host and port, and the request goes to an `httpx.URL` built from those
+same parts, so no guest text is ever parsed again into another host.
+
+A destination outside `allowed_outbound_hosts` answers `HTTP-request-denied`
+and logs Spin's line naming it and the entry that would allow it. A request
+without an authority (or to `self.alt`) goes to the app itself and needs
+`self` (or `*`).
+
+Every call ends by its request's deadline (`host.deadline`): each timeout is
+the time left, capped by `OutboundLimits`, and a watchdog shuts the socket
+down at the deadline, so no upstream, however slowly it answers, holds the
+guest past it. Each call is logged at INFO as one line with its origin and
+outcome, never its path, query or credentials.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
+import socket
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import wasmtime.component as wc
 
 from host.capabilities import Capability, Err, Ok
-from host.capabilities.allowed_hosts import AllowList
+from host.capabilities.allowed_hosts import (
+    DEFAULT_PORTS,
+    SELF_HOSTS,
+    AllowList,
+    request_host,
+    split_authority,
+)
+from host.deadline import DeadlineExceeded, deadline, expired, time_left
 from host.limits import OutboundLimits
 
 log = logging.getLogger("host.outbound")
 
 OUTGOING_HANDLER = "spinhost:http/outgoing-handler@0.1.0"
+SCHEMES = ("http", "https")
+
+# A path-with-query: "/" then printable ASCII, no space and no "#" (a fragment
+# is never sent). httpx percent-encodes what RFC 3986 does not allow; nothing
+# here can reach the authority, since the URL is built from parts.
+_PATH = re.compile(r'/[!"$-~]*\Z')
+# A method is an RFC 9110 token; it also appears in the log line.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}\Z")
+
+# Framing and routing headers come from the URL and the body, never from the guest.
+_HOST_MANAGED = {"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+                 "upgrade", "te", "trailer", "proxy-connection"}
+
+_WITH_PAYLOAD = {"DNS-error", "HTTP-request-body-size", "HTTP-response-body-size",
+                 "internal-error"}
+
+_DNS_FAILURES = ("Name or service not known", "nodename nor servname",
+                 "Temporary failure in name resolution")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one request goes, from parts already checked: the only source of its URL."""
+
+    scheme: str
+    host: str  # a lowercase name or an IP address (IPv6 without brackets)
+    port: int | None  # None: the scheme's default
+    path: str  # path and query, starting with "/"
+
+    @property
+    def url(self) -> httpx.URL:
+        return httpx.URL(scheme=self.scheme, host=self.host, port=self.port,
+                         raw_path=self.path.encode("ascii"))
+
+    @property
+    def origin(self) -> str:
+        """`scheme://host:port`, for logs: never the path, query or credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = DEFAULT_PORTS[self.scheme] if self.port is None else self.port
+        return f"{self.scheme}://{host}:{port}"
 
 
 class OutboundClient:
@@ -36,18 +102,35 @@ class OutboundClient:
     def __init__(self, limits: OutboundLimits | None = None,
                  self_origin: str | None = None) -> None:
         self.limits = s = limits or OutboundLimits()
-        self.self_origin = self_origin  # e.g. http://127.0.0.1:3000, for `self` requests
+        # Where `self` requests go, e.g. http://127.0.0.1:3000 (the host's own listener).
+        self.self_origin: Target | None = None
+        if self_origin is not None:
+            url = httpx.URL(self_origin)
+            self.self_origin = Target(url.scheme, url.host, url.port, "/")
         self._client: httpx.Client | None = None
-        self._timeout = httpx.Timeout(s.read_timeout_seconds,
-                                      connect=s.connect_timeout_seconds)
+        self._ceilings = httpx.Timeout(connect=s.connect_timeout_seconds,
+                                       read=s.read_timeout_seconds,
+                                       write=s.write_timeout_seconds,
+                                       pool=s.pool_timeout_seconds)
         self._limits = httpx.Limits(max_connections=s.max_connections)
 
     @property
     def client(self) -> httpx.Client:
         if self._client is None:  # made on first use: most apps never call out
-            self._client = httpx.Client(timeout=self._timeout, limits=self._limits,
+            self._client = httpx.Client(timeout=self._ceilings, limits=self._limits,
                                         follow_redirects=False, trust_env=False)
         return self._client
+
+    def timeout(self) -> httpx.Timeout:
+        """Each ceiling of OutboundLimits cut to the time left before the request's deadline.
+
+        Raises DeadlineExceeded when no time is left.
+        """
+        s = self.limits
+        return httpx.Timeout(connect=time_left(s.connect_timeout_seconds),
+                             read=time_left(s.read_timeout_seconds),
+                             write=time_left(s.write_timeout_seconds),
+                             pool=time_left(s.pool_timeout_seconds))
 
     def close(self) -> None:
         if self._client is not None:
@@ -57,14 +140,6 @@ class OutboundClient:
 def _error(case: str, payload: Any = None) -> Err:
     return Err(wc.Variant(case, payload) if payload is not None or case in _WITH_PAYLOAD
                else wc.Variant(case))
-
-
-# Framing and routing headers come from the URL and the body, never from the guest.
-_HOST_MANAGED = {"host", "content-length", "transfer-encoding", "connection", "keep-alive",
-                 "upgrade", "te", "trailer", "proxy-connection"}
-
-_WITH_PAYLOAD = {"DNS-error", "HTTP-request-body-size", "HTTP-response-body-size",
-                 "internal-error"}
 
 
 def _method(value: Any) -> str:
@@ -90,22 +165,46 @@ class Outbound(Capability):
 
     def handle(self, store: Any, request: Any) -> Ok | Err:
         fields = request.__dict__  # a wc.Record: attributes keep their kebab-case names
-        method, scheme, authority, path, headers, body = (
-            fields["method"], fields["scheme"], fields["authority"], fields["path-with-query"],
-            fields["headers"], fields["body"])
-        path = path or "/"
-        if authority:
-            url = f"{_scheme(scheme)}://{authority}{path}"
-            if not self.allowed.allows_url(url):
-                return self._deny(f"{_scheme(scheme)}://{authority}")
-        else:
-            if not self.allowed.allows_self() or self.http.self_origin is None:
-                return self._deny("self", hint='"http://self"')
-            url = f"{self.http.self_origin}{path}"
-        parts = urlsplit(url)
-        if not parts.hostname:
-            return _error("HTTP-request-URI-invalid")
-        return self._send(_method(method), url, headers, body)
+        method = _method(fields["method"])
+        if not _TOKEN.match(method):
+            return _error("HTTP-protocol-error")  # h11 would refuse to send it
+        target = self._target(fields["scheme"], fields["authority"],
+                              fields["path-with-query"] or "/")
+        if isinstance(target, Err):
+            return target
+        started = time.monotonic()
+        result = self._send(method, target, fields["headers"], fields["body"])
+        outcome = result.value[0] if isinstance(result, Ok) else result.value.tag
+        log.info('component "%s": %s %s -> %s in %d ms', self.component_id, method,
+                 target.origin, outcome, (time.monotonic() - started) * 1000)
+        return result
+
+    def _target(self, scheme_field: Any, authority: str | None, path: str) -> Target | Err:
+        """Parse and check the guest's scheme, authority and path, once."""
+        if not _PATH.match(path):
+            return self._invalid("its path must start with / and hold printable ASCII only, "
+                                 "without spaces or #")
+        if not authority:
+            return self._self_target(path)
+        scheme = _scheme(scheme_field)
+        if scheme not in SCHEMES:
+            return _error("HTTP-protocol-error")  # as wasmtime's wasi-http answers
+        parts = split_authority(authority)
+        if parts is None:
+            return self._invalid("its authority must be host[:port], without userinfo, "
+                                 "backslashes, spaces or control characters")
+        host, port = parts
+        if host.lower() in SELF_HOSTS:
+            return self._self_target(path)
+        address = request_host(host)
+        if address is None or not self.allowed.allows(scheme, host, port):
+            return self._deny(f"{scheme}://{authority}")
+        return Target(scheme, str(address), port, path)
+
+    def _self_target(self, path: str) -> Target | Err:
+        if not self.allowed.allows_self() or self.http.self_origin is None:
+            return self._deny("self", hint='"http://self"')
+        return dataclasses.replace(self.http.self_origin, path=path)
 
     def _deny(self, destination: str, hint: str | None = None) -> Err:
         log.warning(
@@ -116,38 +215,127 @@ class Outbound(Capability):
         )
         return _error("HTTP-request-denied")
 
-    def _send(self, method: str, url: str, headers: list[tuple[str, bytes]],
+    def _invalid(self, reason: str) -> Err:
+        # The guest's text is not echoed: it is not a destination, and may hold credentials.
+        log.warning('component "%s": outbound request refused: %s', self.component_id, reason)
+        return _error("HTTP-request-URI-invalid")
+
+    def _send(self, method: str, target: Target, headers: list[tuple[str, bytes]],
               body: bytes) -> Ok | Err:
-        limit = self.http.limits.max_response_bytes
-        sent = [(k.encode(), v) for k, v in headers if k.lower() not in _HOST_MANAGED]
         try:
-            with self.http.client.stream(method, url, headers=sent, content=body) as response:
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_raw():
-                    size += len(chunk)
-                    if size > limit:
-                        return _error("HTTP-response-body-size", size)
-                    chunks.append(chunk)
-                out_headers = [(k.decode("latin-1").lower(), v)
-                               for k, v in response.headers.raw
-                               if k.lower() not in (b"transfer-encoding", b"connection")]
-                return Ok((response.status_code, out_headers, b"".join(chunks)))
-        except httpx.ConnectTimeout:
+            timeout = self.http.timeout()
+        except DeadlineExceeded:
             return _error("connection-timeout")
-        except httpx.TimeoutException:
-            return _error("HTTP-response-timeout")
-        except httpx.ConnectError as exc:
-            text = str(exc)
-            if "Name or service not known" in text or "nodename nor servname" in text \
-                    or "Temporary failure in name resolution" in text:
-                return _error("DNS-error", None)
-            if "refused" in text.lower():
-                return _error("connection-refused")
-            return _error("destination-unavailable")
-        except (httpx.RemoteProtocolError, httpx.LocalProtocolError):
-            return _error("HTTP-protocol-error")
-        except httpx.InvalidURL:
-            return _error("HTTP-request-URI-invalid")
+        sent = [(k.encode(), v) for k, v in headers if k.lower() not in _HOST_MANAGED]
+        watchdog = _Watchdog(deadline())
+        try:
+            with self.http.client.stream(method, target.url, headers=sent, content=body,
+                                         timeout=timeout,
+                                         extensions={"trace": watchdog.trace}) as response:
+                try:
+                    watchdog.watch(response.extensions.get("network_stream"))
+                    return self._receive(response)
+                finally:
+                    watchdog.cancel()  # before the connection goes back to the pool
         except httpx.HTTPError as exc:
-            return _error("internal-error", str(exc) or type(exc).__name__)
+            return _failure(exc, late=expired())
+        finally:
+            watchdog.cancel()
+
+    def _receive(self, response: httpx.Response) -> Ok | Err:
+        limit = self.http.limits.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_raw():
+            if expired():
+                return _error("HTTP-response-timeout")
+            size += len(chunk)
+            if size > limit:
+                return _error("HTTP-response-body-size", size)
+            chunks.append(chunk)
+        headers = [(k.decode("latin-1").lower(), v) for k, v in response.headers.raw
+                   if k.lower() not in (b"transfer-encoding", b"connection")]
+        return Ok((response.status_code, headers, b"".join(chunks)))
+
+
+def _failure(exc: httpx.HTTPError, late: bool) -> Err:
+    """The error case for a failed exchange; `late`: the request's deadline had passed."""
+    connecting = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if late:  # cut by a deadline-sized timeout or by the watchdog
+        return _error("connection-timeout" if connecting else "HTTP-response-timeout")
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return _error("connection-timeout")
+    if isinstance(exc, httpx.TimeoutException):
+        return _error("HTTP-response-timeout")
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        if any(failure in text for failure in _DNS_FAILURES):
+            return _error("DNS-error", None)
+        if "refused" in text.lower():
+            return _error("connection-refused")
+        return _error("destination-unavailable")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.LocalProtocolError):
+        return _error("HTTP-protocol-error")
+    if isinstance(exc, httpx.InvalidURL):
+        return _error("HTTP-request-URI-invalid")
+    return _error("internal-error", str(exc) or type(exc).__name__)
+
+
+class _Watchdog:
+    """Shuts a call's socket down at its request's deadline.
+
+    Timeouts bound each wait, not the call: an upstream sending a byte just
+    before every read timeout would hold the guest's thread long past its
+    deadline. Shutting the socket down from this timer's thread wakes a
+    blocked read or write at once (unlike close, shutdown is safe while
+    another thread uses the socket and never frees the descriptor under it);
+    the call then fails and, its deadline having passed, answers a timeout.
+
+    The socket is known from the moment a new connection is made (httpx's
+    `trace` extension), or from the response head on a pooled connection.
+    """
+
+    def __init__(self, at: float | None) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._fired = False
+        self._timer: threading.Timer | None = None
+        if at is not None:
+            self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.watch(info["return_value"])
+
+    def watch(self, stream: Any) -> None:
+        """Watch the socket under an httpcore network stream (None: nothing to watch)."""
+        sock = None if stream is None else stream.get_extra_info("socket")
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._socket = sock
+            if self._fired:
+                _shutdown(sock)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._socket = None
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            if self._socket is not None:
+                _shutdown(self._socket)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        # The plain socket's method, also for a TLS socket: ssl.SSLSocket.shutdown
+        # would unwrap the TLS object under the thread that is reading from it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or shut down

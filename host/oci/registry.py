@@ -173,10 +173,10 @@ class RegistryClient:
                 response = self._client.send(request, stream=stream)
             except httpx.TimeoutException:
                 raise OciError(f"{self.ref.registry}: no answer within the timeout "
-                               f"({method} {url})") from None
+                               f"({method} {_without_query(url)})") from None
             except httpx.HTTPError as exc:
                 raise OciError(f"{self.ref.registry}: cannot reach the registry "
-                               f"({method} {url}): {exc}") from None
+                               f"({method} {_without_query(url)}): {exc}") from None
             if response.status_code != 401 or attempt == 2:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
@@ -420,3 +420,8 @@ def pull(ref: str, dest_layout_dir: Path, insecure: bool | None = None,
             writer.commit([Descriptor(manifest.descriptor.media_type, manifest.digest,
                                       manifest.descriptor.size, annotations)])
     return manifest.digest
+
+
+def _without_query(url: str | httpx.URL) -> httpx.URL:
+    """`url` for a message: an upload location's query holds the session's state token."""
+    return httpx.URL(url).copy_with(query=None)

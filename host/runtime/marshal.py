@@ -460,9 +460,12 @@ class _Variant(Codec):
         if tagged:
             self.classes = frozenset({wc.Variant})
         else:
+            # A case without payload is the value None. (wasmtime-py's rule for
+            # `tagged` counts it as `object`; matching on `object` here would let
+            # the `ok` case of result<option<T>, E> take every error value.)
             classes: set[type] = set()
             for _, codec in cases:
-                classes |= codec.classes if codec else {object}
+                classes |= codec.classes if codec else {type(None)}
             self.classes = frozenset(classes)
 
     def _choose(self, value: Any) -> tuple[int, Codec | None, Any]:

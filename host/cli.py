@@ -24,7 +24,7 @@ from host.build import build_app
 from host.bundle import SHIM_LISTEN, Bundle, read_bundle, variables_from_plain_env
 from host.errors import ConfigError, HostError
 from host.executors.component import ComponentExecutor
-from host.limits import HttpLimits, Limits
+from host.limits import HttpLimits, KeyValueLimits, Limits
 from host.manifest import Manifest, load_manifest
 from host.oci.cli import add_parser as add_oci_parser
 from host.oci.registry import is_image_reference
@@ -216,6 +216,11 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
                    metavar="N",
                    help="requests one instance may serve (default 1: a fresh instance per "
                         "request; more shares guest state between requests)")
+    kv = KeyValueLimits()
+    p.add_argument("--max-key-value-bytes", type=int, default=kv.max_value_bytes, metavar="N",
+                   help="larger key-value values answer error::other on set and get "
+                        f"(default {kv.max_value_bytes}); a batch call moves at most "
+                        f"{kv.max_batch_bytes} bytes or one such value")
 
 
 def _http_flags(p: argparse.ArgumentParser) -> None:
@@ -234,6 +239,11 @@ def _http_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queued-requests", type=int, default=d.max_queued, metavar="N",
                    help="requests waiting per component before answering 503 "
                         f"(default {d.max_queued})")
+    p.add_argument("--max-body-bytes-in-flight", type=int, default=d.max_body_bytes_in_flight,
+                   metavar="N",
+                   help="request body bytes handed to components at once, process-wide; more "
+                        "wait in the queue, a larger body answers 413 "
+                        f"(default {d.max_body_bytes_in_flight})")
     p.add_argument("--drain-timeout", type=float, default=d.drain_seconds, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, how long in-flight requests may finish "
                         f"(default {d.drain_seconds:g})")
@@ -247,6 +257,7 @@ def http_limits(args: argparse.Namespace) -> HttpLimits:
         "--max-header-bytes": args.max_header_bytes,
         "--max-response-bytes": args.max_response_bytes,
         "--max-concurrent-requests": args.max_concurrent_requests,
+        "--max-body-bytes-in-flight": args.max_body_bytes_in_flight,
     }
     for flag, value in values.items():
         if value <= 0:
@@ -257,8 +268,16 @@ def http_limits(args: argparse.Namespace) -> HttpLimits:
         max_body_bytes=args.max_body_bytes, max_header_count=args.max_header_count,
         max_header_bytes=args.max_header_bytes, max_response_bytes=args.max_response_bytes,
         max_concurrent=args.max_concurrent_requests, max_queued=args.max_queued_requests,
-        drain_seconds=args.drain_timeout,
+        max_body_bytes_in_flight=args.max_body_bytes_in_flight, drain_seconds=args.drain_timeout,
     )
+
+
+def key_value_limits(args: argparse.Namespace) -> KeyValueLimits:
+    value = args.max_key_value_bytes
+    if value <= 0:
+        raise ConfigError(f"--max-key-value-bytes {value}: must be positive")
+    return KeyValueLimits(max_value_bytes=value,
+                          max_batch_bytes=max(KeyValueLimits().max_batch_bytes, value))
 
 
 def _env_flag(name: str) -> bool:
@@ -347,7 +366,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     bound_host, bound_port = sock.getsockname()[:2]
     base_url = f"http://{_url_host(bound_host)}:{bound_port}"
     settings = replace(_settings(args, manifest, log_dir), runtime_config=runtime_config,
-                       state_dir=state_dir, self_origin=_self_origin(bound_host, bound_port))
+                       state_dir=state_dir, self_origin=_self_origin(bound_host, bound_port),
+                       key_value_limits=key_value_limits(args))
     engine = Engine(_cache_dir(args))
     engine.start_ticker()
     quiet = args.quiet

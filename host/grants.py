@@ -26,6 +26,7 @@ from host.capabilities.outbound import Outbound, OutboundClient
 from host.capabilities.sqlite import Sqlite, SqliteDatabase
 from host.capabilities.variables import Config, EnvProvider, resolve_app_variables
 from host.errors import ComponentError, ConfigError
+from host.limits import KeyValueLimits
 from host.manifest import Component, Manifest
 from host.runtime_config import RuntimeConfig
 from host.templates import render
@@ -45,7 +46,8 @@ class ComponentGrants:
 class Grants:
     def __init__(self, manifest: Manifest, runtime_config: RuntimeConfig,
                  state_dir: Path | None, outbound: OutboundClient,
-                 report: Callable[[str], None] = lambda line: None) -> None:
+                 report: Callable[[str], None] = lambda line: None,
+                 key_value_limits: KeyValueLimits | None = None) -> None:
         self.manifest = manifest
         self.config = runtime_config
         self.state_dir = state_dir
@@ -54,6 +56,7 @@ class Grants:
         providers = [*runtime_config.variables_providers, EnvProvider()]
         self.app_values = resolve_app_variables(manifest, providers)
         self.kv: dict[str, KeyValueBackend] = {}
+        self.kv_limits = key_value_limits or KeyValueLimits()
         self._default_kv_backend: KeyValueBackend | None = None
         self.databases: dict[str, SqliteDatabase] = {}
         self._staging: Path | None = None
@@ -64,7 +67,7 @@ class Grants:
         allowed = self._allow_list(component)
         capabilities: list[Capability] = [
             KeyValue(component.id, {label: self._kv(component, label)
-                                    for label in component.key_value_stores}),
+                                    for label in component.key_value_stores}, self.kv_limits),
             Config(component.id, values),
             Sqlite(component.id, {label: self._database(component, label)
                                   for label in component.sqlite_databases}),

@@ -37,6 +37,15 @@ class HttpLimits:
     # beyond which the answer is 503 with Retry-After instead of unbounded waiting.
     max_concurrent: int = 16  # the CLI derives it from the pool size: 4 x --pool-size
     max_queued: int = 64
+    # Request bodies being handed to component executors, process-wide. A body
+    # crosses into a component as one list<u8>: wasmtime's C API turns every byte
+    # into a 32-byte C value and a 48-byte Rust value, ~85 bytes of host memory
+    # per byte, and ~200 if the guest hands it back whole as a response or a
+    # host-call argument (bench/memory.py). A request that would push the total
+    # past this waits in its component's queue (503 when that is full); a larger
+    # body answers 413. 4 MiB: bodies in flight cost at most ~800 MiB of host
+    # memory. WAGI bodies (stdin) do not count.
+    max_body_bytes_in_flight: int = 4 * MiB
     retry_after_seconds: int = 1
     drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long in-flight requests may finish
 
@@ -99,6 +108,9 @@ class SqliteLimits:
 class KeyValueLimits:
     """Bounds on key-value calls; Spin documents values of at most 1 MB."""
 
-    max_value_bytes: int = 1 * MiB
+    # A larger value (set, swap, set-many; or a stored one on its way out: get,
+    # cas.current, get-many) answers error::other instead of crossing as a
+    # list<u8>, which costs ~100 bytes of host memory per byte (bench/memory.py).
+    max_value_bytes: int = 1 * MiB  # `host up --max-key-value-bytes`
     # Total value bytes one batch call (get-many/set-many) may move.
     max_batch_bytes: int = 2 * MiB

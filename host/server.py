@@ -1,9 +1,16 @@
 """The ASGI application: built-in endpoints, Spin routing, spin-* headers, executors.
 
 The request path reads top to bottom in `HostApp.__call__`: well-known
-endpoints, route match, body, headers, executor (off the event loop), response.
-Guest failures become responses in one place (the `except` clauses there): the
-client gets a bare status, the log gets the component id and the reason.
+endpoints, route match, body, headers, admission, executor (off the event
+loop), response. Guest failures become responses in one place (the `except`
+clauses there): the client gets a bare status, the log gets the component id
+and the reason.
+
+Admission (`_Gate`) bounds, per component, the requests running and waiting,
+and, process-wide, the request bytes being handed to component executors
+(`_BodyBudget`): a body crosses into a component as one list<u8>, at ~85 bytes
+of host memory per byte (bench/memory.py), so concurrent large bodies wait
+their turn instead of exhausting the machine.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ import asyncio
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from host.app import App, Executor
-from host.executors.component import GuestError, GuestTimeout
+from host.executors.component import ComponentExecutor, GuestError, GuestTimeout
 from host.executors.wagi import CgiError
 from host.fields import is_field_name, is_field_value
 from host.limits import HttpLimits
@@ -40,16 +48,91 @@ _HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-al
 _GUEST_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="guest")
 
 
-class _Gate:
-    """Per-component admission: a bounded number running, a bounded number waiting."""
+class _BodyBudget:
+    """Process-wide admission of request body bytes, granted in arrival order.
 
-    def __init__(self, limits: HttpLimits) -> None:
+    A body that does not fit waits, and so do the bodies behind it: a large one
+    is not starved by a stream of small ones. Requests without a body pass.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def fits(self, size: int) -> bool:
+        """Whether `size` bytes would be granted at once."""
+        return size == 0 or (not self._waiters and self.in_use + size <= self.capacity)
+
+    async def acquire(self, size: int) -> None:
+        if self.fits(size):
+            self.in_use += size
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (size, future)
+        self._waiters.append(waiter)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if not future.cancelled():
+                self.release(size)  # granted just as its request was cancelled
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+                self._grant()  # the ones behind it may fit now
+            raise
+
+    def release(self, size: int) -> None:
+        self.in_use -= size
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters:
+            size, future = self._waiters[0]
+            if future.done():  # cancelled, its request gone
+                self._waiters.popleft()
+                continue
+            if self.in_use + size > self.capacity:
+                return
+            self._waiters.popleft()
+            self.in_use += size
+            future.set_result(None)
+
+
+class _Gate:
+    """Per-component admission: a bounded number running, a bounded number waiting.
+
+    A request runs once it has a slot and its body's bytes (`cost`) from the
+    process-wide budget; until then it waits in this component's queue.
+    """
+
+    def __init__(self, limits: HttpLimits, bodies: _BodyBudget) -> None:
         self.slots = asyncio.Semaphore(limits.max_concurrent)
         self.max_queued = limits.max_queued
+        self.bodies = bodies
         self.waiting = 0
 
-    def full(self) -> bool:
-        return self.slots.locked() and self.waiting >= self.max_queued
+    def full(self, cost: int) -> bool:
+        """No room to run now, and no room in the queue."""
+        return self.waiting >= self.max_queued and (
+            self.slots.locked() or not self.bodies.fits(cost))
+
+    async def enter(self, cost: int) -> None:
+        self.waiting += 1
+        try:
+            # Bytes first: a request waiting for them holds no slot, so requests
+            # without a body keep running meanwhile.
+            await self.bodies.acquire(cost)
+            try:
+                await self.slots.acquire()
+            except BaseException:
+                self.bodies.release(cost)
+                raise
+        finally:
+            self.waiting -= 1
+
+    def leave(self, cost: int) -> None:
+        self.slots.release()
+        self.bodies.release(cost)
 
 
 class HostApp:
@@ -58,8 +141,10 @@ class HostApp:
         self.app = app
         self.scheme = scheme
         self.limits = limits or HttpLimits()
-        # One admission gate per executor (component executors are shared by triggers).
-        self._gates = {id(e): _Gate(self.limits) for e in app.executors.values()}
+        # One admission gate per executor (component executors are shared by triggers),
+        # one budget for the request bodies all component executors are handed.
+        self._bodies = _BodyBudget(self.limits.max_body_bytes_in_flight)
+        self._gates = {id(e): _Gate(self.limits, self._bodies) for e in app.executors.values()}
         # Guest calls running on worker threads, counted on those threads: a call
         # keeps running (until its deadline) even if its request task is cancelled.
         self.in_flight = 0
@@ -105,34 +190,41 @@ class HostApp:
             await _respond(send, static.status, headers, static.body.encode())
             return
         executor = self.app.executors[match.route.target]
-        if _declared_length(headers_in) > limits.max_body_bytes:
+        # A component is handed the body as one list<u8>: one larger than the whole
+        # in-flight budget could never be admitted. WAGI programs read stdin.
+        component = isinstance(executor, ComponentExecutor)
+        body_limit = (min(limits.max_body_bytes, limits.max_body_bytes_in_flight) if component
+                      else limits.max_body_bytes)
+        declared = _declared_length(headers_in)
+        if declared > body_limit:
+            self._refuse_body(executor.id, f"of {declared} bytes", body_limit)
             await _respond(send, 413)  # refused before reading a byte of it
             return
-        body = await _read_body(receive, limits.max_body_bytes)
+        body = await _read_body(receive, body_limit)
         if body is None:
             return  # the client went away: nobody is left to answer
         if isinstance(body, _TooLarge):
+            self._refuse_body(executor.id, f"of more than {body_limit} bytes", body_limit)
             await _respond(send, 413)
             return
         gate = self._gates[id(executor)]
-        if gate.full():
-            log.warning("component %s: %d requests running and %d queued; answering 503",
-                        executor.id, limits.max_concurrent, gate.waiting)
+        cost = len(body) if component else 0
+        if gate.full(cost):
+            log.warning("component %s: no room to run (at most %d requests; request bodies "
+                        "in flight %d of %d bytes) and %d queued; answering 503", executor.id,
+                        limits.max_concurrent, self._bodies.in_use, self._bodies.capacity,
+                        gate.waiting)
             retry = str(limits.retry_after_seconds).encode()
             await _respond(send, 503, [(b"retry-after", retry)])
             return
         request = self._build_request(scope, raw_path, match, body)
         try:
-            gate.waiting += 1
-            try:
-                await gate.slots.acquire()
-            finally:
-                gate.waiting -= 1
+            await gate.enter(cost)
             try:
                 response: HttpResponse = await asyncio.get_running_loop().run_in_executor(
                     _GUEST_THREADS, self._call_guest, executor, request)
             finally:
-                gate.slots.release()
+                gate.leave(cost)
             status, headers = _check_response(response, limits.max_response_bytes)
         except CgiError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
@@ -147,6 +239,14 @@ class HostApp:
             await _respond(send, 500)
             return
         await _respond(send, status, headers, response.body)
+
+    def _refuse_body(self, component_id: str, size: str, limit: int) -> None:
+        """Log a 413 that the in-flight budget (not --max-body-bytes) decided."""
+        if limit < self.limits.max_body_bytes:
+            log.warning("component %s: request body %s is larger than "
+                        "--max-body-bytes-in-flight (%d): a body crossing into a component "
+                        "costs 85-200 bytes of host memory per byte; answering 413",
+                        component_id, size, limit)
 
     def _call_guest(self, executor: Executor, request: HttpRequest) -> HttpResponse:
         with self._in_flight_lock:

@@ -4,6 +4,12 @@ A component may open the labels in its `key_value_stores`; each label is
 served by the backend the runtime config gives it (host/backends). Opening any
 other label answers `access-denied` (whether or not the store exists, as Spin
 does) and logs the attempt.
+
+Values are bounded (`KeyValueLimits`, Spin's documented 1 MB): a larger value
+is refused on the way in (set, swap, set-many) and a stored one on the way out
+(get, cas.current, get-many; a value another client wrote, e.g. redis-cli),
+with `error::other` and one log line, so it never crosses as a list<u8> (about
+100 bytes of host memory per byte).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import wasmtime.component as wc
 
 from host.backends import BackendError, KeyValueBackend
 from host.capabilities import Capability, Err, Ok, ResourceTable
+from host.limits import KeyValueLimits
 
 log = logging.getLogger("host.keyvalue")
 
@@ -30,6 +37,10 @@ ACCESS_DENIED = wc.Variant("access-denied")
 
 def _other(message: str) -> Err:
     return Err(wc.Variant("other", message))
+
+
+class _TooLarge(Exception):
+    """A value or batch over its limit: answered as `other(message)`."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,12 @@ class Snapshot:
 class KeyValue(Capability):
     interfaces = (STORE, ATOMICS, BATCH)
 
-    def __init__(self, component_id: str, stores: Mapping[str, KeyValueBackend]) -> None:
+    def __init__(self, component_id: str, stores: Mapping[str, KeyValueBackend],
+                 limits: KeyValueLimits | None = None) -> None:
         """`stores`: the labels this component was granted, with their backends."""
         super().__init__(component_id)
         self.stores = dict(stores)
+        self.limits = limits or KeyValueLimits()
         self.buckets: ResourceTable[Bucket] = ResourceTable("bucket")
         self.snapshots: ResourceTable[Snapshot] = ResourceTable("cas")
 
@@ -68,13 +81,13 @@ class KeyValue(Capability):
         return {}
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
-        op = self._operation
+        op, value = self._operation, self._value
         if interface == STORE:
             return {
                 "open": self.open,
-                "[method]bucket.get": op(lambda b, key: b.backend.get(b.label, key)),
-                "[method]bucket.set": op(lambda b, key, value: b.backend.set(b.label, key,
-                                                                             value)),
+                "[method]bucket.get": op(lambda b, key: value(b.backend.get(b.label, key))),
+                "[method]bucket.set": op(lambda b, key, v: b.backend.set(b.label, key,
+                                                                         value(v))),
                 "[method]bucket.delete": op(lambda b, key: b.backend.delete(b.label, key)),
                 "[method]bucket.exists": op(lambda b, key: b.backend.exists(b.label, key)),
                 "[method]bucket.list-keys": op(
@@ -88,11 +101,8 @@ class KeyValue(Capability):
                 "swap": self.swap,
             }
         return {
-            "get-many": op(lambda b, keys: [
-                None if value is None else (key, value)
-                for key, value in zip(keys, b.backend.get_many(b.label, keys), strict=True)
-            ]),
-            "set-many": op(lambda b, items: b.backend.set_many(b.label, list(items))),
+            "get-many": op(self._get_many),
+            "set-many": op(self._set_many),
             "delete-many": op(lambda b, keys: b.backend.delete_many(b.label, keys)),
         }
 
@@ -110,11 +120,45 @@ class KeyValue(Capability):
     def _operation(self, body: Callable[..., Any]) -> Callable[..., Ok | Err]:
         """A bucket method: resolve the handle, run `body`, map backend errors."""
         def call(store: Any, handle: Any, *args: Any) -> Ok | Err:
+            bucket = self.buckets.get(store, handle)
             try:
-                return Ok(body(self.buckets.get(store, handle), *args))
+                return Ok(body(bucket, *args))
             except BackendError as exc:
                 return _other(str(exc))
+            except _TooLarge as exc:
+                return _other(self._refuse(bucket, exc))
         return call
+
+    def _value(self, value: bytes | None) -> bytes | None:
+        """`value`, unless it is over the value limit (None passes: no value)."""
+        if value is not None and len(value) > self.limits.max_value_bytes:
+            raise _TooLarge(f"value of {len(value)} bytes exceeds the limit of "
+                            f"{self.limits.max_value_bytes} bytes (--max-key-value-bytes)")
+        return value
+
+    def _batch(self, what: str, values: list[bytes | None]) -> None:
+        """Refuse a batch call if one value, or all of them together, is over its limit."""
+        for v in values:
+            self._value(v)
+        total = sum(len(v) for v in values if v is not None)
+        if total > self.limits.max_batch_bytes:
+            raise _TooLarge(f"{what} of {total} value bytes exceeds the batch limit of "
+                            f"{self.limits.max_batch_bytes} bytes")
+
+    def _get_many(self, bucket: Bucket, keys: list[str]) -> list[tuple[str, bytes] | None]:
+        values = bucket.backend.get_many(bucket.label, keys)
+        self._batch("get-many", values)
+        return [None if v is None else (key, v) for key, v in zip(keys, values, strict=True)]
+
+    def _set_many(self, bucket: Bucket, items: list[tuple[str, bytes]]) -> None:
+        items = list(items)
+        self._batch("set-many", [v for _, v in items])
+        bucket.backend.set_many(bucket.label, items)
+
+    def _refuse(self, bucket: Bucket, exc: _TooLarge) -> str:
+        log.warning('component "%s", key-value store "%s": %s; answered error::other',
+                    self.component_id, bucket.label, exc)
+        return str(exc)
 
     def cas_new(self, store: Any, handle: Any, key: str) -> Ok | Err:
         bucket = self.buckets.get(store, handle)
@@ -125,11 +169,19 @@ class KeyValue(Capability):
         return Ok(self.snapshots.add(store, Snapshot(bucket, key, value)))
 
     def cas_current(self, store: Any, handle: Any) -> Ok | Err:
-        return Ok(self.snapshots.get(store, handle).value)
+        snapshot = self.snapshots.get(store, handle)
+        try:
+            return Ok(self._value(snapshot.value))
+        except _TooLarge as exc:
+            return _other(self._refuse(snapshot.bucket, exc))
 
     def swap(self, store: Any, handle: Any, value: bytes) -> Ok | Err:
         snapshot = self.snapshots.take(store, handle)
         bucket = snapshot.bucket
+        try:
+            self._value(value)
+        except _TooLarge as exc:
+            return Err(wc.Variant("store-error", wc.Variant("other", self._refuse(bucket, exc))))
         try:
             if bucket.backend.swap(bucket.label, snapshot.key, snapshot.value, value):
                 return Ok(None)

@@ -370,6 +370,31 @@ def test_blocked_read_is_woken_at_the_deadline(servers: tuple[Recorder, Recorder
     assert 0.95 <= elapsed < 1.4
 
 
+def test_concurrent_calls_each_end_at_their_own_deadline(
+        servers: tuple[Recorder, Recorder]) -> None:
+    a, _ = servers
+    cap = outbound([f"http://127.0.0.1:{port(a)}"])
+    ended: dict[str, tuple[str, float]] = {}
+
+    def call(name: str, seconds: float, path: str) -> None:
+        started = time.monotonic()
+        with request_deadline(seconds):
+            result = cap.handle(None, request(f"127.0.0.1:{port(a)}", path))
+        outcome = str(result.value[0]) if isinstance(result, Ok) else result.value.tag
+        ended[name] = (outcome, time.monotonic() - started)
+
+    threads = [threading.Thread(target=call, args=args) for args in (
+        ("late", 1.3, "/stall"), ("early", 1.0, "/stall"), ("quick", 5.0, "/"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert ended["quick"][0] == "200"
+    for name, deadline in (("early", 1.0), ("late", 1.3)):
+        outcome, elapsed = ended[name]
+        assert outcome == "HTTP-response-timeout" and deadline - 0.05 <= elapsed < deadline + 0.3
+
+
 def test_no_time_left_means_no_connection(servers: tuple[Recorder, Recorder]) -> None:
     a, _ = servers
     cap = outbound([f"http://127.0.0.1:{port(a)}"])

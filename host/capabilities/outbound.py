@@ -28,6 +28,8 @@ outcome, never its path, query or credentials.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import logging
 import re
 import socket
@@ -113,6 +115,7 @@ class OutboundClient:
                                        write=s.write_timeout_seconds,
                                        pool=s.pool_timeout_seconds)
         self._limits = httpx.Limits(max_connections=s.max_connections)
+        self.watchdog = _Watchdog()
 
     @property
     def client(self) -> httpx.Client:
@@ -227,20 +230,20 @@ class Outbound(Capability):
         except DeadlineExceeded:
             return _error("connection-timeout")
         sent = [(k.encode(), v) for k, v in headers if k.lower() not in _HOST_MANAGED]
-        watchdog = _Watchdog(deadline())
+        watched = self.http.watchdog.call(deadline())
         try:
             with self.http.client.stream(method, target.url, headers=sent, content=body,
                                          timeout=timeout,
-                                         extensions={"trace": watchdog.trace}) as response:
+                                         extensions={"trace": watched.trace}) as response:
                 try:
-                    watchdog.watch(response.extensions.get("network_stream"))
+                    watched.watch(response.extensions.get("network_stream"))
                     return self._receive(response)
                 finally:
-                    watchdog.cancel()  # before the connection goes back to the pool
+                    watched.cancel()  # before the connection goes back to the pool
         except httpx.HTTPError as exc:
             return _failure(exc, late=expired())
         finally:
-            watchdog.cancel()
+            watched.cancel()
 
     def _receive(self, response: httpx.Response) -> Ok | Err:
         limit = self.http.limits.max_response_bytes
@@ -282,28 +285,83 @@ def _failure(exc: httpx.HTTPError, late: bool) -> Err:
 
 
 class _Watchdog:
-    """Shuts a call's socket down at its request's deadline.
+    """Shuts down, at their request's deadline, the sockets of calls still running.
 
     Timeouts bound each wait, not the call: an upstream sending a byte just
     before every read timeout would hold the guest's thread long past its
-    deadline. Shutting the socket down from this timer's thread wakes a
-    blocked read or write at once (unlike close, shutdown is safe while
-    another thread uses the socket and never frees the descriptor under it);
-    the call then fails and, its deadline having passed, answers a timeout.
+    deadline. Shutting the socket down from this thread wakes a blocked read
+    or write at once (unlike close, shutdown is safe while another thread uses
+    the socket and never frees the descriptor under it); the call then fails
+    and, its deadline having passed, answers a timeout. One thread serves
+    every call of the process: a timer thread per call would cost more than a
+    loopback request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._due: list[tuple[float, int, _Call]] = []  # a heap, earliest first
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call(self, at: float | None) -> _Call:
+        """A call to watch until `at` (a time.monotonic() value; None: not at all)."""
+        call = _Call(self)
+        if at is not None:
+            with self._lock:
+                call.entry = (at, next(self._order), call)
+                heapq.heappush(self._due, call.entry)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="outbound-watchdog",
+                                                    daemon=True)
+                    self._thread.start()
+                if self._due[0] is call.entry:  # the earliest now: wake up sooner
+                    self._lock.notify()
+        return call
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                if not self._due:
+                    self._lock.wait()
+                    continue
+                at, _, call = self._due[0]
+                left = at - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                heapq.heappop(self._due)
+                call.entry = None
+                call.fired = True
+                if call.socket is not None:
+                    _shutdown(call.socket)
+
+    def attach(self, call: _Call, sock: socket.socket) -> None:
+        with self._lock:
+            call.socket = sock
+            if call.fired:
+                _shutdown(sock)
+
+    def forget(self, call: _Call) -> None:
+        with self._lock:
+            call.socket = None
+            if call.entry is not None:
+                self._due.remove(call.entry)
+                heapq.heapify(self._due)
+                call.entry = None
+
+
+class _Call:
+    """One watched call: the socket it is using, once known.
 
     The socket is known from the moment a new connection is made (httpx's
     `trace` extension), or from the response head on a pooled connection.
     """
 
-    def __init__(self, at: float | None) -> None:
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self._fired = False
-        self._timer: threading.Timer | None = None
-        if at is not None:
-            self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+    def __init__(self, watchdog: _Watchdog) -> None:
+        self.watchdog = watchdog
+        self.entry: tuple[float, int, _Call] | None = None
+        self.socket: socket.socket | None = None
+        self.fired = False
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
@@ -312,24 +370,12 @@ class _Watchdog:
     def watch(self, stream: Any) -> None:
         """Watch the socket under an httpcore network stream (None: nothing to watch)."""
         sock = None if stream is None else stream.get_extra_info("socket")
-        if not isinstance(sock, socket.socket):
-            return
-        with self._lock:
-            self._socket = sock
-            if self._fired:
-                _shutdown(sock)
+        if isinstance(sock, socket.socket):
+            self.watchdog.attach(self, sock)
 
     def cancel(self) -> None:
-        with self._lock:
-            self._socket = None
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self._fired = True
-            if self._socket is not None:
-                _shutdown(self._socket)
+        """Stop watching: the connection may go back to the pool."""
+        self.watchdog.forget(self)
 
 
 def _shutdown(sock: socket.socket) -> None:

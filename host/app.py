@@ -19,7 +19,7 @@ from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
 from host.grants import ComponentGrants, Grants
-from host.limits import HttpLimits, KeyValueLimits, Limits, OutboundLimits
+from host.limits import HttpLimits, KeyValueLimits, Limits, OutboundLimits, SqliteLimits
 from host.manifest import (
     Component,
     FileSource,
@@ -50,6 +50,7 @@ class AppSettings:
     state_dir: Path | None = None  # default stores live here; None: in memory
     outbound_limits: OutboundLimits = OutboundLimits()
     key_value_limits: KeyValueLimits = KeyValueLimits()
+    sqlite_limits: SqliteLimits = SqliteLimits()
     self_origin: str | None = None  # where `self` outbound requests go, e.g. http://127.0.0.1:3000
     # WAGI programs' stdout is captured up to this (`--max-response-bytes`), then stopped.
     max_response_bytes: int = HttpLimits().max_response_bytes
@@ -106,7 +107,7 @@ def load_app(
         )
     outbound = OutboundClient(settings.outbound_limits, settings.self_origin)
     grants = Grants(manifest, settings.runtime_config, settings.state_dir, outbound, report,
-                    settings.key_value_limits)
+                    settings.key_value_limits, settings.sqlite_limits)
     loader = _Loader(manifest, engine, settings, grants, report)
     try:
         executors = {t.id: loader.executor(t) for t in manifest.triggers

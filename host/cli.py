@@ -367,7 +367,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     base_url = f"http://{_url_host(bound_host)}:{bound_port}"
     settings = replace(_settings(args, manifest, log_dir), runtime_config=runtime_config,
                        state_dir=state_dir, self_origin=_self_origin(bound_host, bound_port),
-                       key_value_limits=key_value_limits(args))
+                       key_value_limits=key_value_limits(args),
+                       max_response_bytes=limits.max_response_bytes)
     engine = Engine(_cache_dir(args))
     engine.start_ticker()
     quiet = args.quiet

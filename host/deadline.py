@@ -26,12 +26,16 @@ class DeadlineExceeded(Exception):
 
 
 @contextmanager
-def request_deadline(seconds: float) -> Iterator[None]:
-    """Host calls made inside this block end at most `seconds` from now."""
+def request_deadline(seconds: float) -> Iterator[float]:
+    """Host calls made inside this block end at most `seconds` from now.
+
+    Yields the deadline (a `time.monotonic()` value): a call that returns
+    after it is late, even if the guest finished before wasm noticed.
+    """
     previous = getattr(_current, "at", None)
-    _current.at = time.monotonic() + seconds
+    _current.at = at = time.monotonic() + seconds
     try:
-        yield
+        yield at
     finally:
         _current.at = previous
 

@@ -26,7 +26,7 @@ from host.capabilities.outbound import Outbound, OutboundClient
 from host.capabilities.sqlite import Sqlite, SqliteDatabase
 from host.capabilities.variables import Config, EnvProvider, resolve_app_variables
 from host.errors import ComponentError, ConfigError
-from host.limits import KeyValueLimits
+from host.limits import KeyValueLimits, SqliteLimits
 from host.manifest import Component, Manifest
 from host.runtime_config import RuntimeConfig
 from host.templates import render
@@ -47,7 +47,8 @@ class Grants:
     def __init__(self, manifest: Manifest, runtime_config: RuntimeConfig,
                  state_dir: Path | None, outbound: OutboundClient,
                  report: Callable[[str], None] = lambda line: None,
-                 key_value_limits: KeyValueLimits | None = None) -> None:
+                 key_value_limits: KeyValueLimits | None = None,
+                 sqlite_limits: SqliteLimits | None = None) -> None:
         self.manifest = manifest
         self.config = runtime_config
         self.state_dir = state_dir
@@ -57,6 +58,7 @@ class Grants:
         self.app_values = resolve_app_variables(manifest, providers)
         self.kv: dict[str, KeyValueBackend] = {}
         self.kv_limits = key_value_limits or KeyValueLimits()
+        self.sqlite_limits = sqlite_limits or SqliteLimits()
         self._default_kv_backend: KeyValueBackend | None = None
         self.databases: dict[str, SqliteDatabase] = {}
         self._staging: Path | None = None
@@ -128,7 +130,7 @@ class Grants:
             path = self.state_dir / SQLITE_FILE if self.state_dir else None
         else:
             path = config.path
-        database = SqliteDatabase(label, path)
+        database = SqliteDatabase(label, path, self.sqlite_limits)
         try:
             database.check()
         except (sqlite3.Error, OSError) as exc:

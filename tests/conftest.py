@@ -98,6 +98,11 @@ class HostProcess:
                 self._serving.set()
 
     @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the host process was not started"
+        return self._proc.pid
+
+    @property
     def output(self) -> str:
         return "\n".join(self.lines)
 

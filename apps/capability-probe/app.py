@@ -8,6 +8,7 @@ end-to-end tests use it). Query parameters choose the label, key or URL.
   GET  /kv/open?label=L                    open a key-value store
   GET  /kv/get?key=K[&label=L]             the value (raw body), 404 if absent
   POST /kv/set?key=K[&label=L]             store the request body
+  GET  /kv/fill?key=K&n=N                  store N bytes made by the guest
   GET  /kv/incr?key=K[&delta=N]            atomics.increment
   GET  /kv/keys[?label=L]                  every key, following cursors
   GET  /kv/batch                           set-many / get-many / delete-many
@@ -87,6 +88,9 @@ def keyvalue(route: str, q: dict, body: bytes) -> Response:
         if route == "/kv/set":
             bucket.set(q["key"], body)
             return reply(200, {"set": q["key"], "bytes": len(body)})
+        if route == "/kv/fill":
+            bucket.set(q["key"], b"v" * int(q["n"]))
+            return reply(200, {"set": q["key"], "bytes": int(q["n"])})
         if route == "/kv/delete":
             bucket.delete(q["key"])
             return reply(200, {"deleted": q["key"], "exists": bucket.exists(q["key"])})

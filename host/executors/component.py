@@ -9,6 +9,7 @@ dropped, so one request's guest state never reaches another's.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -153,8 +154,13 @@ class ComponentExecutor:
         instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
         reused = False
         try:
-            with request_deadline(self.limits.deadline_seconds):
+            with request_deadline(self.limits.deadline_seconds) as deadline:
                 response = abi.call_handler(instance.handler, request)
+            if time.monotonic() >= deadline:
+                # A host call cut short at the deadline answers the guest an
+                # error value; the guest may still return before the next epoch
+                # tick traps it. The client gets the deadline's 504 either way.
+                raise GuestTimeout(f"deadline of {self.limits.deadline_seconds:g} s exceeded")
             instance.uses += 1
             if instance.uses < self.limits.max_instance_reuse:
                 self.pool.give_back(instance)  # only after success: a trap poisons it

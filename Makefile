@@ -9,12 +9,12 @@ LISTEN ?= 127.0.0.1:3000
 
 setup: $(STAMP)
 
-# The venv holds the host (editable), the test tools and the guest toolchains
+# The venv holds the host (editable), the test and bench tools and the guest toolchains
 # (componentize-py, wasm-tools); npm installs componentize-js for apps/hello-ts.
 $(STAMP): pyproject.toml apps/hello-ts/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,toolchains]'
+	$(PY) -m pip install --quiet -e '.[test,bench,toolchains]'
 	cd apps/hello-ts && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 

@@ -8,13 +8,15 @@ these types and never re-validates.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib  # Python >= 3.11 (pyproject pins it); tomli is only for older Pythons
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from host import templates
 from host.capabilities.allowed_hosts import AllowedHostError, check_entries
@@ -201,16 +203,69 @@ _LABEL = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*\Z")
 
 
 # ---------------------------------------------------------------------------
-# A strict table reader: every key is taken once; leftovers are errors.
+# The keys each table of spin.toml may hold: Spin's schema (manifest/src/schema,
+# http/src/config.rs), so a manifest Spin accepts is never refused for a key name.
+# Keys we accept but do not act on are listed too; the parser says which.
+
+TOP_KEYS = ("spin_manifest_version", "application", "variables", "trigger", "component")
+APPLICATION_KEYS = ("name", "version", "description", "authors", "targets", "trigger", "tool")
+APP_HTTP_KEYS = ("base",)
+VARIABLE_KEYS = ("description", "default", "required", "secret")
+COMPONENT_KEYS = (
+    "source", "description", "variables", "environment", "files", "exclude_files",
+    "allowed_http_hosts", "allowed_outbound_hosts", "key_value_stores", "sqlite_databases",
+    "ai_models", "targets", "build", "tool", "dependencies_inherit_configuration",
+    "dependencies", "profile",
+)
+SOURCE_KEYS = ("url", "digest", "registry", "package", "version")
+FILES_ENTRY_KEYS = ("source", "destination")
+BUILD_KEYS = ("command", "workdir", "watch")
+PROFILE_KEYS = ("source", "environment", "dependencies", "build")
+PROFILE_BUILD_KEYS = ("command",)
+HTTP_TRIGGER_KEYS = (
+    "id", "component", "components", "dependencies", "route", "executor", "static_response",
+)
+EXECUTOR_KEYS = ("type", "argv", "entrypoint")
+STATIC_RESPONSE_KEYS = ("status_code", "headers", "body")
+V1_TOP_KEYS = ("spin_manifest_version", "spin_version", "name", "version", "description",
+               "authors", "trigger", "variables", "component")
+V1_TRIGGER_KEYS = ("type", "base")
+V1_COMPONENT_KEYS = (
+    "id", "source", "description", "files", "exclude_files", "environment",
+    "allowed_http_hosts", "allowed_outbound_hosts", "key_value_stores", "sqlite_databases",
+    "ai_models", "build", "config", "trigger",
+)
+V1_COMPONENT_TRIGGER_KEYS = ("route", "executor")
+
+
+def unknown_key_message(where: str, key: str, value: Any, known: Collection[str]) -> str:
+    """`<table> has unknown key 'x' (value 1); did you mean 'y'? Expected keys: ...`"""
+    close = difflib.get_close_matches(key, list(known), n=1) or [
+        k for k in sorted(known) if len(key) >= 3 and k.startswith(key)][:1]
+    hint = f"did you mean '{close[0]}'? Expected" if close else "expected"
+    return (f"{where} has unknown key '{key}' (value {_show(value)}); "
+            f"{hint} keys: {', '.join(sorted(known))}")
+
+
+# ---------------------------------------------------------------------------
+# A strict table reader: unknown keys are refused before anything else is read
+# (a misspelt key must not surface as "missing the required key"); every key is
+# then taken once, and `finish` refuses leftovers (keys valid only in another
+# variant, e.g. `argv` on an http executor).
 
 
 class _Table:
-    def __init__(self, file: Path, where: str, data: Any) -> None:
+    def __init__(self, file: Path, where: str, data: Any,
+                 keys: Collection[str] | None = None) -> None:
         self.file = file
         self.where = where
         if not isinstance(data, dict):
             self.fail(f"{where} must be a table, got {_show(data)}")
         self.data: dict[str, Any] = dict(data)
+        if keys is not None:
+            for key in self.data:
+                if key not in keys:
+                    self.fail(unknown_key_message(where, key, self.data[key], keys))
 
     def fail(self, message: str) -> ManifestError:
         raise ManifestError(f"{self.file}: {message}")
@@ -249,6 +304,12 @@ class _Table:
                 self.key_error(key, f"expected an array of strings, got element {_show(item)}")
         return tuple(value)
 
+    def array(self, key: str) -> list[Any]:
+        value = self.data.pop(key, [])
+        if not isinstance(value, list):
+            self.key_error(key, f"expected an array, got {_show(value)}")
+        return list(value)
+
     def string_map(self, key: str) -> dict[str, str]:
         value = self.data.pop(key, {})
         if not isinstance(value, dict):
@@ -258,13 +319,14 @@ class _Table:
                 self.key_error(key, f"value of '{k}' must be a string, got {_show(v)}")
         return dict(value)
 
-    def table(self, key: str, where: str, required: bool = False) -> _Table | None:
+    def table(self, key: str, where: str, required: bool = False,
+              keys: Collection[str] | None = None) -> _Table | None:
         value = self.data.pop(key, None)
         if value is None:
             if required:
                 self.fail(f"{self.where} is missing the required table '{key}'")
             return None
-        return _Table(self.file, where, value)
+        return _Table(self.file, where, value, keys)
 
     def finish(self) -> None:
         if self.data:
@@ -341,9 +403,9 @@ def parse_manifest(text: str, path: Path) -> Manifest:
 
 
 def _parse_v2(path: Path, data: dict[str, Any], warnings: list[str]) -> Manifest:
-    top = _Table(path, "top level", data)
+    top = _Table(path, "top level", data, TOP_KEYS)
     top.take_any("spin_manifest_version")
-    app_table = top.table("application", "[application]", required=True)
+    app_table = top.table("application", "[application]", required=True, keys=APPLICATION_KEYS)
     assert app_table is not None
     application = _parse_application(app_table, warnings)
     variables = _parse_variables(top.table("variables", "[variables]"))
@@ -354,7 +416,7 @@ def _parse_v2(path: Path, data: dict[str, Any], warnings: list[str]) -> Manifest
             err = id_error(cid, "-", lower_only=False)
             if err:
                 top.fail(f"[component.{cid}]: invalid component id \"{cid}\": {err}")
-            table = _Table(path, f"[component.{cid}]", comp_tables.data.pop(cid))
+            table = _Table(path, f"[component.{cid}]", comp_tables.data.pop(cid), COMPONENT_KEYS)
             components[cid] = _parse_component(cid, table, variables, warnings)
     trig = top.table("trigger", "[trigger]", required=True)
     assert trig is not None
@@ -376,14 +438,14 @@ def _parse_application(t: _Table, warnings: list[str]) -> Application:
     version = t.string("version")
     description = t.string("description")
     authors = t.strings("authors")
-    t.strings("targets")
+    t.array("targets")
     tool = t.take_any("tool")
     if tool is not None and not isinstance(tool, dict):
         t.key_error("tool", f"expected a table, got {_show(tool)}")
     base = "/"
     triggers = t.table("trigger", "[application.trigger]")
     if triggers is not None:
-        http = triggers.table("http", "[application.trigger.http]")
+        http = triggers.table("http", "[application.trigger.http]", keys=APP_HTTP_KEYS)
         if http is not None:
             base = http.string("base") or "/"
             http.finish()
@@ -409,7 +471,7 @@ def _parse_variables(t: _Table | None) -> dict[str, Variable]:
         err = id_error(name, "_", lower_only=True)
         if err:
             t.fail(f"[variables] invalid variable name \"{name}\": {err}")
-        v = _Table(t.file, f"[variables.{name}]", t.data.pop(name))
+        v = _Table(t.file, f"[variables.{name}]", t.data.pop(name), VARIABLE_KEYS)
         description = v.string("description")
         default = v.string("default")
         required = v.boolean("required")
@@ -448,12 +510,15 @@ def _parse_component(
     exclude_files = t.strings("exclude_files")
     environment = t.string_map("environment")
     hosts = list(t.strings("allowed_outbound_hosts"))
-    if t.has("allowed_http_hosts"):
-        legacy = t.strings("allowed_http_hosts")
-        hosts.extend(_convert_http_hosts(legacy))
+    try:
+        converted = convert_http_hosts(t.strings("allowed_http_hosts"))
+    except ValueError as exc:
+        t.key_error("allowed_http_hosts", str(exc))
+    if converted:
+        hosts.extend(converted)
         warnings.append(
             f"[component.{cid}] allowed_http_hosts is deprecated: "
-            f"use allowed_outbound_hosts = {_toml_list(_convert_http_hosts(legacy))}"
+            f"replace it with allowed_outbound_hosts = {_toml_list(converted)}"
         )
     for host in hosts:
         check_template(t, "allowed_outbound_hosts", host, variables)
@@ -478,14 +543,14 @@ def _parse_component(
         if err:
             t.key_error("variables", f'invalid variable name "{name}": {err}')
         check_template(t, "variables", template, variables)
-    build = _parse_build(t.table("build", f"[component.{cid}.build]"))
-    t.strings("targets")
+    build = _parse_build(t.table("build", f"[component.{cid}.build]", keys=BUILD_KEYS))
+    t.array("targets")  # deployment targets (`spin deploy`): nothing to check when serving
     for unsupported in ("ai_models",):
         if t.strings(unsupported):
             t.key_error(unsupported, "AI models are not supported by this host; remove the key")
-    for unsupported in ("dependencies", "profile"):
-        if t.take_any(unsupported):
-            t.key_error(unsupported, "not supported by this host yet; remove the key")
+    if t.take_any("dependencies"):
+        t.key_error("dependencies", "not supported by this host yet; remove the key")
+    _check_profiles(t, cid)
     if t.has("dependencies_inherit_configuration"):
         t.boolean("dependencies_inherit_configuration")
     t.take_any("tool")  # [component.ID.tool.*] is for external tools; Spin ignores it too.
@@ -505,6 +570,19 @@ def _parse_component(
     )
 
 
+def _check_profiles(t: _Table, cid: str) -> None:
+    """`[component.ID.profile.NAME]` is for `spin up --profile`, which this host lacks:
+    the default profile always runs, as in Spin without the flag. Only key names are
+    checked, so a misspelt override is not silently kept for later."""
+    profiles = t.table("profile", f"[component.{cid}.profile]")
+    if profiles is None:
+        return
+    for name in list(profiles.data):
+        where = f"[component.{cid}.profile.{name}]"
+        profile = _Table(t.file, where, profiles.data.pop(name), PROFILE_KEYS)
+        profile.table("build", f"{where[:-1]}.build]", keys=PROFILE_BUILD_KEYS)
+
+
 def _parse_source(t: _Table) -> Source:
     value = t.take_any("source")
     if value is None:
@@ -514,7 +592,7 @@ def _parse_source(t: _Table) -> Source:
             t.key_error("source", "must not be empty")
         return FileSource(Path(value))
     if isinstance(value, dict):
-        s = _Table(t.file, f"{t.where} source", value)
+        s = _Table(t.file, f"{t.where} source", value, SOURCE_KEYS)
         if s.has("url"):
             url = s.string("url", required=True)
             digest = s.string("digest", required=True)
@@ -546,7 +624,7 @@ def _parse_files(t: _Table) -> tuple[FileMount, ...]:
                 t.key_error("files", f'"{item}" is not allowed; name files or globs')
             out.append(FilePattern(item))
         elif isinstance(item, dict):
-            m = _Table(t.file, f"{t.where} files entry", item)
+            m = _Table(t.file, f"{t.where} files entry", item, FILES_ENTRY_KEYS)
             source = m.string("source", required=True)
             destination = m.string("destination", required=True)
             m.finish()
@@ -595,7 +673,7 @@ def _parse_triggers(
         t.fail("[[trigger.http]] must be a non-empty array of tables")
     parsed: list[tuple[_Table, str | None, Any]] = []
     for n, raw in enumerate(entries, start=1):
-        tt = _Table(t.file, f"[[trigger.http]] #{n}", raw)
+        tt = _Table(t.file, f"[[trigger.http]] #{n}", raw, HTTP_TRIGGER_KEYS)
         tid = tt.string("id")
         parsed.append((tt, tid, raw))
     explicit = [tid for _, tid, _ in parsed if tid]
@@ -635,7 +713,7 @@ def _parse_triggers(
                 while f"inline-component{k}" in components:
                     k += 1
                 inline_id = f"inline-component{k}"
-            ct = _Table(t.file, f"{tt.where} inline component", comp_value)
+            ct = _Table(t.file, f"{tt.where} inline component", comp_value, COMPONENT_KEYS)
             components[inline_id] = _parse_component(inline_id, ct, variables, warnings)
             component_id = inline_id
         elif comp_value is not None:
@@ -648,7 +726,10 @@ def _parse_triggers(
             )
         route = _parse_route(tt, tid)
         executor = _parse_executor(tt, tid)
-        tt.take_any("components")
+        tt.take_any("components")  # reserved by Spin for trigger types other than http
+        if tt.take_any("dependencies"):
+            tt.key_error("dependencies", "trigger dependencies are not supported by this host "
+                         "yet; remove the key")
         tt.finish()
         triggers.append(HttpTrigger(tid, route, component_id, executor, static))
     t.finish()
@@ -676,7 +757,7 @@ def _parse_route(tt: _Table, tid: str) -> str | None:
 
 
 def _parse_executor(tt: _Table, tid: str) -> Executor:
-    e = tt.table("executor", f"{tt.where} executor")
+    e = tt.table("executor", f"{tt.where} executor", keys=EXECUTOR_KEYS)
     if e is None:
         return Executor()
     kind = e.string("type", required=True)
@@ -698,7 +779,7 @@ def _parse_executor(tt: _Table, tid: str) -> Executor:
 
 
 def _parse_static_response(tt: _Table) -> StaticResponse | None:
-    s = tt.table("static_response", f"{tt.where} static_response")
+    s = tt.table("static_response", f"{tt.where} static_response", keys=STATIC_RESPONSE_KEYS)
     if s is None:
         return None
     status = s.take_any("status_code")
@@ -719,14 +800,48 @@ def _parse_static_response(tt: _Table) -> StaticResponse | None:
 # Manifest version 1, converted as Spin's compat layer does
 
 
-def _convert_http_hosts(hosts: tuple[str, ...] | list[str]) -> list[str]:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def convert_http_hosts(entries: tuple[str, ...] | list[str]) -> list[str]:
+    """Deprecated `allowed_http_hosts` -> `allowed_outbound_hosts` entries, as Spin does.
+
+    An entry names a host and an optional port; a scheme, if written, must be
+    http or https and only says how to read the rest: every host gets both
+    schemes (the old key never distinguished them). `insecure:allow-all`
+    anywhere allows every HTTP destination. Raises ValueError naming a bad entry.
+    """
+    if "insecure:allow-all" in entries:
+        return ["http://*:*", "https://*:*", "http://self"]
     out: list[str] = []
-    for h in hosts:
-        if h == "insecure:allow-all":
-            out.extend(["http://*:*", "https://*:*", "http://self"])
+    for entry in entries:
+        host, port = _http_host(entry)
+        if host == "self":
+            out.append("http://self")
         else:
-            out.extend([f"http://{h}", f"https://{h}"])
+            suffix = "" if port is None else f":{port}"
+            out.extend([f"http://{host}{suffix}", f"https://{host}{suffix}"])
     return out
+
+
+def _http_host(entry: str) -> tuple[str, int | None]:
+    # "localhost:3001" would parse as scheme "localhost": only "//" marks a scheme.
+    schemed = "//" in entry
+    parts = urlsplit(entry if schemed else f"http://{entry}")
+    if schemed and parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f'"{entry}" is not a host or host:port (scheme must be http or https)')
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f'"{entry}" is not a host or host:port (bad port)') from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f'"{entry}" has no host name')
+    if len(parts.path) > 1:  # a trailing "/" is allowed
+        raise ValueError(f'"{entry}" contains a path; give a host and an optional port only')
+    if port == _DEFAULT_PORTS[parts.scheme]:
+        port = None  # Spin drops a port that is the scheme's default
+    return (f"[{host}]" if ":" in host else host), port
 
 
 def _toml_list(items: list[str]) -> str:
@@ -734,7 +849,7 @@ def _toml_list(items: list[str]) -> str:
 
 
 def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-    top = _Table(path, "top level (manifest v1)", data)
+    top = _Table(path, "top level (manifest v1)", data, V1_TOP_KEYS)
     top.take_any("spin_manifest_version")
     top.take_any("spin_version")
     app: dict[str, Any] = {"name": top.string("name", required=True)}
@@ -744,7 +859,7 @@ def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             app[key] = value
     if top.has("authors"):
         app["authors"] = list(top.strings("authors"))
-    trigger = top.table("trigger", "[trigger] (manifest v1)", required=True)
+    trigger = top.table("trigger", "[trigger] (manifest v1)", required=True, keys=V1_TRIGGER_KEYS)
     assert trigger is not None
     kind = trigger.string("type", required=True)
     if kind != "http":
@@ -763,11 +878,12 @@ def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     components: dict[str, Any] = {}
     triggers: list[dict[str, Any]] = []
     for n, raw in enumerate(comps, start=1):
-        c = _Table(path, f"[[component]] #{n} (manifest v1)", raw)
+        c = _Table(path, f"[[component]] #{n} (manifest v1)", raw, V1_COMPONENT_KEYS)
         cid_raw = c.string("id", required=True)
         assert cid_raw is not None
         cid = cid_raw.replace("_", "-").lower()
-        ctrig = c.table("trigger", f"[component.trigger] of '{cid_raw}'", required=True)
+        ctrig = c.table("trigger", f"[component.trigger] of '{cid_raw}'", required=True,
+                        keys=V1_COMPONENT_TRIGGER_KEYS)
         assert ctrig is not None
         trig: dict[str, Any] = {"id": f"trigger-{cid}", "component": cid}
         route = ctrig.take_any("route")

@@ -399,8 +399,6 @@ def manifest(hosts: str, variables: str = "") -> str:
     (manifest('["*://example.com"]'), '"*" does not have a known default port number'),
     (manifest('["https://{{ host }}"]', '[variables]\nhost = { default = "a.com:x" }'),
      '"https://{{ host }}"'),
-    (manifest("[]").replace("allowed_outbound_hosts = []",
-                            'allowed_http_hosts = ["a.com/p"]'), '"http://a.com/p"'),
 ])
 def test_manifest_rejects_bad_allowed_host(text: str, bad: str) -> None:
     with pytest.raises(ManifestError) as info:

@@ -146,6 +146,14 @@ MALFORMED = [
     ("dependencies unsupported", VALID + '[component.web.dependencies]\n"a:b/c" = "1.0"\n',
      ["dependencies", "not supported"]),
     ("v1 missing trigger", 'spin_manifest_version = "1"\nname = "x"\n', ["'trigger'"]),
+    ("allowed_http_hosts path", VALID + 'allowed_http_hosts = ["https://a.com/p"]\n',
+     ["[component.web]", "'allowed_http_hosts'", '"https://a.com/p" contains a path']),
+    ("allowed_http_hosts ftp", VALID + 'allowed_http_hosts = ["ftp://a.com"]\n',
+     ["'allowed_http_hosts'", '"ftp://a.com"', "http or https"]),
+    ("allowed_http_hosts bad port", VALID + 'allowed_http_hosts = ["a.com:99999"]\n',
+     ["'allowed_http_hosts'", '"a.com:99999"', "bad port"]),
+    ("allowed_http_hosts no host", VALID + 'allowed_http_hosts = ["http://"]\n',
+     ["'allowed_http_hosts'", "no host name"]),
     ("v1 wrong trigger type", 'spin_manifest_version = "1"\nname = "x"\n'
      'trigger = { type = "redis" }\n', ["redis", "not supported"]),
 ]
@@ -165,6 +173,145 @@ def test_malformed_manifest_errors_name_the_key(text: str, needles: list[str]) -
 
 def test_at_least_thirty_malformed_cases() -> None:
     assert len(MALFORMED) >= 30
+
+
+V1_HEAD = 'spin_manifest_version = "1"\nname = "old"\ntrigger = { type = "http" }\n'
+V1_COMPONENT = '[[component]]\nid = "c"\nsource = "a.wasm"\n[component.trigger]\nroute = "/"\n'
+INLINE = HEAD + '[[trigger.http]]\nroute = "/"\ncomponent = { source = "a.wasm" }\n'
+
+# (case id, manifest text, table, unknown key, suggestion or None). Every table is
+# checked for unknown keys before anything else, so a misspelt required key is
+# named as unknown, not reported as missing.
+UNKNOWN_KEYS = [
+    ("top level", "componet = 1\n" + VALID, "top level", "componet", "component"),
+    ("application", VALID.replace('name = "app"', 'name = "app"\ndescripton = "x"'),
+     "[application]", "descripton", "description"),
+    ("application.trigger.http", VALID.replace(
+        'name = "app"', 'name = "app"\n[application.trigger.http]\nbsae = "/"'),
+     "[application.trigger.http]", "bsae", "base"),
+    ("variable", HEAD + '[variables]\nx = { defualt = "1" }\n' + TRIGGER + COMPONENT,
+     "[variables.x]", "defualt", "default"),
+    ("trigger", HEAD + '[[trigger.http]]\nroute = "/"\ncomponnet = "web"\n' + COMPONENT,
+     "[[trigger.http]] #1", "componnet", "component"),
+    ("trigger no close match", VALID.replace('route = "/..."', 'route = "/..."\ncolour = 1'),
+     "[[trigger.http]] #1", "colour", None),
+    ("executor", VALID.replace('component = "web"', 'component = "web"\n'
+                               'executor = { type = "wagi", agrv = "x" }'),
+     "executor", "agrv", "argv"),
+    ("static_response", HEAD + '[[trigger.http]]\nroute = "/"\n'
+     "static_response = { status = 404 }\n", "static_response", "status", "status_code"),
+    ("component", VALID + 'enviroment = { A = "1" }\n', "[component.web]", "enviroment",
+     "environment"),
+    ("component misspelt source", HEAD + TRIGGER + '[component.web]\nsorce = "web.wasm"\n',
+     "[component.web]", "sorce", "source"),
+    ("inline component", INLINE.replace("source =", "sorce ="), "inline component", "sorce",
+     "source"),
+    ("source table", VALID.replace('source = "web.wasm"',
+                                   'source = { url = "https://x/a.wasm", digets = "sha256:0" }'),
+     "[component.web] source", "digets", "digest"),
+    ("files entry", VALID + 'files = [{ source = "a", dest = "/d" }]\n', "files entry", "dest",
+     "destination"),
+    ("build", VALID + '[component.web.build]\ncomand = "make"\n', "[component.web.build]",
+     "comand", "command"),
+    ("profile", VALID + '[component.web.profile.debug]\nsoruce = "d.wasm"\n',
+     "[component.web.profile.debug]", "soruce", "source"),
+    ("profile build", VALID + '[component.web.profile.debug.build]\ncomand = "make"\n',
+     "[component.web.profile.debug.build]", "comand", "command"),
+    ("v1 top level", V1_HEAD + "nmae = 1\n" + V1_COMPONENT, "top level (manifest v1)", "nmae",
+     "name"),
+    ("v1 trigger", V1_HEAD.replace('type = "http"', 'type = "http", bas = "/"') + V1_COMPONENT,
+     "[trigger] (manifest v1)", "bas", "base"),
+    ("v1 component", V1_HEAD + V1_COMPONENT.replace("source", "sorce"),
+     "[[component]] #1 (manifest v1)", "sorce", "source"),
+    ("v1 component trigger", V1_HEAD + V1_COMPONENT.replace("route", "rout"),
+     "[component.trigger] of 'c'", "rout", "route"),
+]
+
+
+@pytest.mark.parametrize("text,table,key,suggestion", [c[1:] for c in UNKNOWN_KEYS],
+                         ids=[c[0] for c in UNKNOWN_KEYS])
+def test_unknown_keys_are_named_with_a_suggestion(
+        text: str, table: str, key: str, suggestion: str | None) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse(text)
+    message = str(info.value)
+    assert message.startswith("/apps/x/spin.toml: "), message
+    assert table in message and f"has unknown key '{key}'" in message, message
+    if suggestion is None:
+        assert "did you mean" not in message, message
+    else:
+        assert f"did you mean '{suggestion}'?" in message, message
+    assert "\n" not in message
+
+
+def test_keys_spin_accepts_are_accepted_even_when_ignored() -> None:
+    m = parse(HEAD + """targets = ["spin-up:3.3", { registry = "ghcr.io/x", id = "env:1" }]
+[application.tool.lint]
+level = "strict"
+[[trigger.http]]
+route = "/..."
+component = "web"
+components = {}
+dependencies = {}
+""" + COMPONENT + """description = "web"
+ai_models = []
+targets = [{ path = "env.toml" }]
+dependencies_inherit_configuration = false
+[component.web.tool.clean]
+command = "rm -rf target"
+[component.web.profile.debug]
+source = "debug.wasm"
+environment = { LOG = "debug" }
+build = { command = "make debug" }
+""")
+    assert m.components["web"].source == FileSource(Path("web.wasm"))  # default profile
+
+
+# (allowed_http_hosts entries, the allowed_outbound_hosts they become). As Spin's
+# compat layer: an entry is a host and an optional port (a scheme is allowed but only
+# says how to read it); each host gets http and https; a port equal to the scheme's
+# default is dropped; `self` stays http; insecure:allow-all anywhere allows all.
+HTTP_HOSTS = [
+    (["example.com"], ["http://example.com", "https://example.com"]),
+    (["example.com:8080"], ["http://example.com:8080", "https://example.com:8080"]),
+    (["https://x.com"], ["http://x.com", "https://x.com"]),
+    (["http://x.com/"], ["http://x.com", "https://x.com"]),
+    (["HTTPS://X.com:4444"], ["http://x.com:4444", "https://x.com:4444"]),
+    (["x.com:80"], ["http://x.com", "https://x.com"]),
+    (["https://x.com:443"], ["http://x.com", "https://x.com"]),
+    (["localhost:3001"], ["http://localhost:3001", "https://localhost:3001"]),
+    (["192.168.1.1:3002"], ["http://192.168.1.1:3002", "https://192.168.1.1:3002"]),
+    (["[::1]"], ["http://[::1]", "https://[::1]"]),
+    (["http://[::1]:8001"], ["http://[::1]:8001", "https://[::1]:8001"]),
+    (["*.example.com"], ["http://*.example.com", "https://*.example.com"]),
+    (["self"], ["http://self"]),
+    (["a.com", "b.com"], ["http://a.com", "https://a.com", "http://b.com", "https://b.com"]),
+    (["insecure:allow-all"], ["http://*:*", "https://*:*", "http://self"]),
+    (["a.com", "insecure:allow-all"], ["http://*:*", "https://*:*", "http://self"]),
+    ([], []),
+]
+
+
+@pytest.mark.parametrize("entries,expected", HTTP_HOSTS, ids=[str(e) for e, _ in HTTP_HOSTS])
+def test_allowed_http_hosts_converts_like_spin(entries: list[str], expected: list[str]) -> None:
+    listed = ", ".join(f'"{e}"' for e in entries)
+    m = parse(VALID + f'allowed_outbound_hosts = ["redis://db:6379"]\n'
+              f"allowed_http_hosts = [{listed}]\n")
+    assert m.components["web"].allowed_outbound_hosts == ("redis://db:6379", *expected)
+    warnings = [w for w in m.warnings if "allowed_http_hosts is deprecated" in w]
+    if expected:
+        quoted = ", ".join(f'"{h}"' for h in expected)
+        assert warnings == [f"[component.web] allowed_http_hosts is deprecated: replace it "
+                            f"with allowed_outbound_hosts = [{quoted}]"]
+    else:
+        assert warnings == []
+
+
+def test_v1_allowed_http_hosts_add_to_the_implicit_database_hosts() -> None:
+    m = parse(V1_HEAD + V1_COMPONENT.replace(
+        'source = "a.wasm"', 'source = "a.wasm"\nallowed_http_hosts = ["https://api.x.com"]'))
+    assert m.components["c"].allowed_outbound_hosts == (
+        "redis://*:*", "mysql://*:*", "postgres://*:*", "http://api.x.com", "https://api.x.com")
 
 
 def test_full_manifest_parses_into_frozen_objects() -> None:
@@ -229,13 +376,6 @@ def test_url_source_parses() -> None:
     m = parse(VALID.replace('source = "web.wasm"',
                             'source = { url = "https://x/y.wasm", digest = "sha256:ab" }'))
     assert m.components["web"].source == UrlSource("https://x/y.wasm", "sha256:ab")
-
-
-def test_deprecated_allowed_http_hosts_is_converted_with_warning() -> None:
-    m = parse(VALID + 'allowed_http_hosts = ["example.com"]\n')
-    assert m.components["web"].allowed_outbound_hosts == ("http://example.com",
-                                                          "https://example.com")
-    assert any("allowed_http_hosts is deprecated" in w for w in m.warnings)
 
 
 def test_v1_manifest_is_converted_like_spin() -> None:

@@ -14,6 +14,7 @@ missing or of the wrong type is a ConfigError naming the file, table and key.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,17 @@ from host.errors import ConfigError
 KV_TYPES = ("spin", "redis")
 SQLITE_TYPES = ("spin",)
 PROVIDER_TYPES = ("static", "env")
+
+# Spin's runtime-config keys this host does not read, and what is true instead.
+UNSUPPORTED = {
+    "log_dir": "use `host up --log-dir DIR` (or SPIN_LOG_DIR) instead",
+    "max_instance_memory": "use `host up --max-instance-memory MIB` instead",
+    "outbound_http": "outbound HTTP always goes through one pooled client per host "
+                     "process, with fixed limits (README, \"Capabilities\")",
+    "outbound_networking": "this host has no network block list or socket cap; limit "
+                           "destinations with allowed_outbound_hosts in spin.toml",
+    "llm_compute": "this host has no AI inferencing",
+}
 
 
 @dataclass(frozen=True)
@@ -86,10 +98,17 @@ class _Where:
             raise self.fail(f'"{key}" must not be empty')
         return (self.path.parent / value).resolve()
 
-    def finish(self) -> None:
-        if self.data:
-            names = ", ".join(f'"{k}"' for k in self.data)
-            raise self.fail(f"unknown key{'s' if len(self.data) > 1 else ''} {names}")
+    def expect(self, known: tuple[str, ...]) -> None:
+        """Refuse keys not in `known` before reading any (a misspelt key is named
+        as unknown, not reported as missing), suggesting what each may be a typo of."""
+        unknown = [k for k in self.data if k not in known]
+        if unknown:
+            names = ", ".join(f'"{k}"' for k in unknown)
+            hints = [f'"{close[0]}"' for k in unknown
+                     if (close := difflib.get_close_matches(k, known, n=1))]
+            hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+            raise self.fail(f"unknown key{'s' if len(unknown) > 1 else ''} {names}{hint}; "
+                            f"expected keys: {', '.join(known)}")
 
 
 def load_runtime_config(path: Path) -> RuntimeConfig:
@@ -106,6 +125,8 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
 
 def parse_runtime_config(data: dict[str, Any], path: Path) -> RuntimeConfig:
     top = _Where(path, "top level", data)
+    top.expect(("state_dir", "key_value_store", "sqlite_database", "variables_provider",
+                "config_provider", *UNSUPPORTED))
     state_dir: Path | None = _UNSET
     if "state_dir" in top.data:
         raw = top.string("state_dir")
@@ -121,12 +142,9 @@ def parse_runtime_config(data: dict[str, Any], path: Path) -> RuntimeConfig:
             raise top.fail(f'"{key}" must be an array of tables ([[{key}]])')
         for i, entry in enumerate(entries):
             providers.append(_provider(_Where(path, f"[[{key}]] #{i + 1}", entry)))
-    for unsupported in ("outbound_networking", "outbound_http", "llm_compute", "log_dir",
-                        "max_instance_memory"):
+    for unsupported, instead in UNSUPPORTED.items():
         if unsupported in top.data:
-            raise top.fail(f'"{unsupported}" is not supported by this host; remove it '
-                           "(see `host up --help` for the equivalent flags)")
-    top.finish()
+            raise top.fail(f'"{unsupported}" is not supported by this host; remove it: {instead}')
     return RuntimeConfig(path, state_dir, stores, databases, tuple(providers))
 
 
@@ -140,8 +158,10 @@ def _tables(top: _Where, key: str) -> dict[str, Any]:
 def _kv_store(t: _Where, label: str) -> KeyValueStoreConfig:
     kind = t.string("type", required=True)
     if kind == "spin":
+        t.expect(("type", "path"))
         config = KeyValueStoreConfig(label, kind, path=t.file("path"))
     elif kind == "redis":
+        t.expect(("type", "url"))
         url = t.string("url", required=True) or ""
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise t.fail(f'"url" must be a redis://, rediss:// or unix:// URL, got "{url}"')
@@ -149,7 +169,6 @@ def _kv_store(t: _Where, label: str) -> KeyValueStoreConfig:
     else:
         raise t.fail(f'unsupported key-value store type "{kind}" '
                      f"(supported: {', '.join(KV_TYPES)})")
-    t.finish()
     return config
 
 
@@ -158,8 +177,8 @@ def _sqlite_db(t: _Where, label: str) -> SqliteDatabaseConfig:
     if kind != "spin":
         raise t.fail(f'unsupported SQLite database type "{kind}" '
                      f"(supported: {', '.join(SQLITE_TYPES)})")
+    t.expect(("type", "path"))
     config = SqliteDatabaseConfig(label, path=t.file("path"))
-    t.finish()
     return config
 
 
@@ -167,17 +186,18 @@ def _provider(t: _Where) -> Provider:
     kind = t.string("type", required=True)
     provider: Provider
     if kind == "static":
+        t.expect(("type", "values"))
         values = t.data.pop("values", None)
         if not isinstance(values, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
             raise t.fail('"values" must be a table of strings, e.g. values = { name = "x" }')
         provider = StaticProvider(values)
     elif kind == "env":
+        t.expect(("type", "prefix", "dotenv_path"))
         prefix = t.string("prefix") or ENV_PREFIX
         dotenv = t.file("dotenv_path")
         provider = EnvProvider(prefix, dotenv)
     else:
         raise t.fail(f'unsupported variables provider type "{kind}" '
                      f"(supported: {', '.join(PROVIDER_TYPES)})")
-    t.finish()
     return provider

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from host.capabilities.variables import EnvProvider, StaticProvider
 from host.errors import ConfigError
-from host.runtime_config import load_runtime_config
+from host.runtime_config import UNSUPPORTED, load_runtime_config
 
 
 def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -68,8 +71,24 @@ def test_empty_state_dir_means_none(tmp_path: Path) -> None:
     ('[[variables_provider]]\ntype = "static"\nvalues = { a = 1 }\n', "table of strings"),
     ('[[variables_provider]]\ntype = "azure_key_vault"\n', "unsupported variables provider"),
     ('variables_provider = "env"\n', "must be an array of tables"),
-    ('[llm_compute]\ntype = "remote_http"\n', '"llm_compute" is not supported'),
-    ('x = 1\ny = 2\n', 'unknown keys "x", "y"'),
+    ('[llm_compute]\ntype = "remote_http"\n',
+     '"llm_compute" is not supported by this host; remove it: this host has no AI'),
+    ('[outbound_http]\nconnection_pooling = false\n',
+     '"outbound_http" is not supported by this host; remove it: outbound HTTP always goes '
+     "through one pooled client"),
+    ('[outbound_networking]\nblock_networks = ["private"]\n',
+     "no network block list or socket cap; limit destinations with allowed_outbound_hosts"),
+    ('log_dir = "logs"\n', "use `host up --log-dir DIR`"),
+    ("max_instance_memory = 64\n", "use `host up --max-instance-memory MIB`"),
+    ('x = 1\ny = 2\n', 'unknown keys "x", "y"; expected keys: state_dir,'),
+    ('stat_dir = "s"\n', 'unknown key "stat_dir" (did you mean "state_dir"?)'),
+    ('[key_value_store.x]\ntype = "redis"\nulr = "redis://h"\n',
+     '[key_value_store.x]: unknown key "ulr" (did you mean "url"?); expected keys: type, url'),
+    ('[key_value_store.x]\ntype = "spin"\nurl = "redis://h"\n',
+     'unknown key "url"; expected keys: type, path'),
+    ('[[variables_provider]]\ntype = "static"\nvaules = { a = "1" }\n',
+     '[[variables_provider]] #1: unknown key "vaules" (did you mean "values"?)'),
+    ('[[variables_provider]]\ntype = "env"\nprefx = "A"\n', 'did you mean "prefix"?'),
     ("[broken\n", "invalid TOML"),
 ])
 def test_errors_name_file_table_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -82,3 +101,12 @@ def test_errors_name_file_table_and_key(tmp_path: Path, text: str, message: str)
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_runtime_config(tmp_path / "nope.toml")
+
+
+def test_unsupported_keys_point_at_flags_that_exist() -> None:
+    flags = {f for advice in UNSUPPORTED.values() for f in re.findall(r"--[a-z-]+", advice)}
+    assert flags, "the advice for log_dir and max_instance_memory names flags"
+    out = subprocess.run([sys.executable, "-m", "host", "up", "--help"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    for flag in flags:
+        assert re.search(rf"{flag}\b", out), f"{flag} is not a `host up` flag"

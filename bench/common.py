@@ -25,7 +25,7 @@ LOOPBACK = "127.0.0.1"
 SERVER_CORE = 0
 CLIENT_CORE = 1
 
-# The uvicorn settings `host up` uses (host/cli.py `_serve`), spelled as flags,
+# The uvicorn settings `host up` uses (host/serve.py `run_uvicorn`), spelled as flags,
 # so every baseline runs on the same stack.
 UVICORN_FLAGS = ["--workers", "1", "--http", "httptools", "--loop", "uvloop",
                  "--no-access-log", "--log-level", "warning", "--no-server-header"]

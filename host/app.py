@@ -19,7 +19,14 @@ from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
 from host.grants import ComponentGrants, Grants
-from host.limits import HttpLimits, KeyValueLimits, Limits, OutboundLimits, SqliteLimits
+from host.limits import (
+    DEFAULT_POOL_SIZE,
+    HttpLimits,
+    KeyValueLimits,
+    Limits,
+    OutboundLimits,
+    SqliteLimits,
+)
 from host.manifest import (
     Component,
     FileSource,
@@ -42,7 +49,7 @@ class AppSettings:
 
     env: Mapping[str, str] = field(default_factory=dict)  # `-e K=V`, wins over the manifest
     log_dir: Path | None = None  # None: no log files
-    pool_size: int = 4
+    pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
     component_limits: Mapping[str, Limits] = field(default_factory=dict)  # by component id
     echo_output: TextIO | None = None  # where component output is echoed, prefixed
@@ -54,6 +61,9 @@ class AppSettings:
     self_origin: str | None = None  # where `self` outbound requests go, e.g. http://127.0.0.1:3000
     # WAGI programs' stdout is captured up to this (`--max-response-bytes`), then stopped.
     max_response_bytes: int = HttpLimits().max_response_bytes
+    # `host check`: capabilities validate their configuration but create no file
+    # and open no connection.
+    check_only: bool = False
 
 
 Executor = ComponentExecutor | WagiExecutor

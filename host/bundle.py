@@ -3,18 +3,23 @@
 A bundle is a directory with `config.json` (the OCI runtime spec) and the
 container's root filesystem (`root.path`, usually `rootfs/`). For a Spin app
 the root holds `/spin.toml` (and, optionally, `/runtime-config.toml`), as
-containerd-shim-spin expects. `process.env` becomes the host's environment
-(so `SPIN_HTTP_LISTEN_ADDR`, `SPIN_VARIABLE_*` and `SPINHOST_*` settings
-apply), and `process.cwd` its working directory, inside the root.
+containerd-shim-spin expects. `enter` makes the host the container's process,
+as a shim would start it: `process.env` becomes its environment (so
+`SPIN_HTTP_LISTEN_ADDR`, `SPIN_VARIABLE_*` and `SPINHOST_*` settings apply),
+and `process.cwd` its working directory, inside the root. `defaults` are the
+`host up` settings a shim implies (listen address, state dir, no log files).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from host import logs
 from host.errors import ConfigError, HostError
 
 SHIM_LISTEN = "0.0.0.0:80"  # containerd-shim-spin's default
@@ -106,3 +111,37 @@ def variables_from_plain_env(app_variables: list[str], env: dict[str, str]) -> d
         if plain in env and f"SPIN_VARIABLE_{plain}" not in env:
             out[f"SPIN_VARIABLE_{plain}"] = env[plain]
     return out
+
+
+def enter(bundle: Bundle, app_variables: list[str]) -> None:
+    """Become the container's process: its environment and working directory.
+
+    A shim starts the process with these; run-bundle is that process already.
+    Components never see the host's environment (only their manifest's).
+    """
+    os.environ.update(bundle.env)
+    os.environ.update(variables_from_plain_env(app_variables, dict(os.environ)))
+    os.chdir(bundle.cwd)
+
+
+def defaults(bundle: Bundle) -> dict[str, str]:
+    """`host up` settings a shim implies, by Config field; flags and variables win."""
+    settings = {"listen": SHIM_LISTEN, "log_dir": "", "state_dir": _state_dir(bundle),
+                "source": str(bundle.manifest)}
+    if bundle.runtime_config is not None:
+        settings["runtime_config_file"] = str(bundle.runtime_config)
+    return settings
+
+
+def _state_dir(bundle: Bundle) -> str:
+    """`/.spin` in the container, as the shim does; none on a read-only root."""
+    state = bundle.rootfs / ".spin"
+    try:
+        state.mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=state):
+            pass
+    except OSError as exc:
+        logs.info(f"{state} is not writable ({exc.strerror}): default key-value and SQLite "
+                  "stores are in memory; point them elsewhere with a runtime config")
+        return ""
+    return str(state)

@@ -1,8 +1,9 @@
 """Every limit and timeout of the host, with its default, in one place.
 
-`Limits` bound one guest instance; `HttpLimits` bound what the server accepts
-and how much work it queues. The CLI maps flags onto these (README.md lists
-them); nothing else in the host hard-codes a limit.
+`Limits` bound one guest instance; `HttpLimits` bound what the server accepts,
+how much work it queues and how many threads run guests. `host/config.py` maps
+flags and `SPINHOST_*` variables onto these (README.md lists them); nothing
+else in the host hard-codes a limit or its default.
 """
 
 from __future__ import annotations
@@ -11,12 +12,25 @@ from dataclasses import dataclass
 
 MiB = 1024 * 1024
 
+# Pre-instantiated instances kept ready per component (`--pool-size`). Each is
+# a few hundred KiB (WAT) to a few MiB (componentize-py) of memory held idle.
+DEFAULT_POOL_SIZE = 4
+
+
+def default_max_concurrent(pool_size: int) -> int:
+    """Requests one component runs at once unless `--max-concurrent-requests` says.
+
+    4 x the pool size, at least 4: a burst of four times the ready instances
+    runs while the refiller catches up (a pool of 0 still runs four at once).
+    """
+    return max(4, 4 * pool_size)
+
 
 @dataclass(frozen=True)
 class Limits:
     """Per-instance limits; defaults are documented in README.md."""
 
-    memory_bytes: int = 128 * 1024 * 1024
+    memory_bytes: int = 128 * MiB  # linear memory (`--max-instance-memory`, in MiB)
     deadline_seconds: float = 30.0
     instantiate_seconds: float = 30.0
     # Requests one instance may serve. 1 (the default) is Spin's model: a fresh
@@ -35,8 +49,17 @@ class HttpLimits:
     max_response_bytes: int = 64 * MiB  # a larger guest response answers 500
     # Requests one component runs at once; more wait in a queue of `max_queued`,
     # beyond which the answer is 503 with Retry-After instead of unbounded waiting.
-    max_concurrent: int = 16  # the CLI derives it from the pool size: 4 x --pool-size
+    max_concurrent: int = default_max_concurrent(DEFAULT_POOL_SIZE)
     max_queued: int = 64
+    # Worker threads that run guest calls, process-wide. A call blocks its thread
+    # until the guest returns (or its deadline), host calls included (an outbound
+    # request, a SQLite lock), so each running request needs one. None (the
+    # default) sizes the pool to max_concurrent x the number of components: the
+    # admission gates above are then the only bound and one component's slow
+    # calls never hold up another's. Threads start on demand, so the size costs
+    # nothing until the load comes. A number caps it, e.g. for a small pod:
+    # calls past it wait for a free thread before their guest starts.
+    max_guest_threads: int | None = None
     # Request bodies being handed to component executors, process-wide. A body
     # crosses into a component as one list<u8>: wasmtime's C API turns every byte
     # into a 32-byte C value and a 48-byte Rust value, ~85 bytes of host memory
@@ -48,6 +71,12 @@ class HttpLimits:
     max_body_bytes_in_flight: int = 4 * MiB
     retry_after_seconds: int = 1
     drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long in-flight requests may finish
+
+    def guest_threads(self, components: int) -> int:
+        """Worker threads for guest calls when serving `components` executors."""
+        if self.max_guest_threads is not None:
+            return self.max_guest_threads
+        return max(1, self.max_concurrent * components)
 
 
 @dataclass(frozen=True)

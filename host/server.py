@@ -43,11 +43,6 @@ Send = Callable[[Message], Awaitable[None]]
 _HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 
 
-# Guest calls block (wasm runs until it returns or its deadline), so they run on
-# worker threads and the event loop keeps serving.
-_GUEST_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="guest")
-
-
 class _BodyBudget:
     """Process-wide admission of request body bytes, granted in arrival order.
 
@@ -145,6 +140,15 @@ class HostApp:
         # one budget for the request bodies all component executors are handed.
         self._bodies = _BodyBudget(self.limits.max_body_bytes_in_flight)
         self._gates = {id(e): _Gate(self.limits, self._bodies) for e in app.executors.values()}
+        # Guest calls block (wasm runs until it returns or its deadline), so they run
+        # on worker threads and the event loop keeps serving; sized by HttpLimits.
+        threads = self.limits.guest_threads(len(self._gates))
+        self._guest_threads = ThreadPoolExecutor(max_workers=threads,
+                                                 thread_name_prefix="guest")
+        if threads < self.limits.max_concurrent * len(self._gates):
+            log.warning("%d guest threads for %d components running up to %d requests each: "
+                        "requests past %d wait for a thread (--max-guest-threads)", threads,
+                        len(self._gates), self.limits.max_concurrent, threads)
         # Guest calls running on worker threads, counted on those threads: a call
         # keeps running (until its deadline) even if its request task is cancelled.
         self.in_flight = 0
@@ -222,7 +226,7 @@ class HostApp:
             await gate.enter(cost)
             try:
                 response: HttpResponse = await asyncio.get_running_loop().run_in_executor(
-                    _GUEST_THREADS, self._call_guest, executor, request)
+                    self._guest_threads, self._call_guest, executor, request)
             finally:
                 gate.leave(cost)
             status, headers = _check_response(response, limits.max_response_bytes)

@@ -20,7 +20,7 @@ from host.capabilities import store_key
 from host.deadline import request_deadline
 from host.errors import ComponentError
 from host.grants import ComponentGrants
-from host.limits import Limits
+from host.limits import DEFAULT_POOL_SIZE, Limits
 from host.runtime import abi
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime.pool import InstancePool
@@ -56,7 +56,7 @@ class ComponentExecutor:
         stdio: ComponentStdio,
         grants: ComponentGrants,
         limits: Limits | None = None,
-        pool_size: int = 4,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self.engine = engine
         self.id = component_id

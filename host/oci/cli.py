@@ -17,6 +17,8 @@ from host.oci.store import default_cache_dir, resolve_app
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+# Building the parser reads no environment: the default is resolved when used.
+CACHE_HELP = "$XDG_CACHE_HOME/spinhost"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,9 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     pull_p.add_argument("ref", metavar="REF", help="host[:port]/name[:tag|@sha256:...]")
     pull_p.add_argument("-o", "--output", default=None, metavar="LAYOUT_DIR",
                         help="write an image layout there (default: unpack into the cache "
-                             f"{default_cache_dir()}/oci, as `host up` would)")
+                             f"{CACHE_HELP}/oci, as `host up` would)")
     pull_p.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help=f"image cache without -o (default {default_cache_dir()}; "
+                        help=f"image cache without -o (default {CACHE_HELP}; "
                              "images go to DIR/oci)")
     _registry_flags(pull_p)
     pull_p.set_defaults(run=cmd_pull)

@@ -14,11 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from host.limits import DEFAULT_POOL_SIZE
+
 log = logging.getLogger("host.pool")
 
 T = TypeVar("T")
 
-DEFAULT_POOL_SIZE = 4
 IDLE_TOP_UP = 0.25  # seconds a partly used pool waits for more takes before refilling
 
 

@@ -31,8 +31,7 @@ def run(requests: int, clients: int) -> int:
     with tempfile.TemporaryDirectory(prefix="kv-soak-") as tmp:
         host = HostProcess(["-f", str(built_app("kv-counter")), "-q", "--state-dir", tmp])
         host.start()
-        assert host._proc is not None
-        pid = host._proc.pid
+        pid = host.pid
         counts = {"/": 0, "/visits": 0, "/greeting": 0}
         failures: list[str] = []
         lock = threading.Lock()

@@ -152,8 +152,7 @@ class Bench:
                 seed: dict[str, bytes] | None = None, note: str = "") -> Row:
         with self.host(seed=seed) as process, httpx.Client(base_url=process.base_url,
                                                             timeout=TIMEOUT) as client:
-            assert process._proc is not None
-            pid = process._proc.pid
+            pid = process.pid
             warm_up(client)
             baseline = reset_peak(pid)
             start = time.perf_counter()

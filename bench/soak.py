@@ -63,8 +63,7 @@ def run(requests: int, clients: int) -> int:
                             "--state-dir", "", "--max-instance-memory", "16",
                             "--request-timeout", "loop=0.2", "--max-queued-requests", "1000"])
         host.start()
-        assert host._proc is not None
-        pid = host._proc.pid
+        pid = host.pid
         routes = list(MIX)
         weights = [MIX[r][1] for r in routes]
         statuses: collections.Counter[str] = collections.Counter()
@@ -107,8 +106,8 @@ def run(requests: int, clients: int) -> int:
         seconds = time.perf_counter() - started
         rss_end = rss_kib(pid)
         time.sleep(1.0)  # idle: pools should be back to their configured size
-        host._proc.send_signal(signal.SIGTERM)
-        code = host._proc.wait(timeout=30)
+        host.send_signal(signal.SIGTERM)
+        code = host.wait(timeout=30)
         host.wait_for_output("Instance pools at exit", timeout=5)
         pools = re.search(r"Instance pools at exit: (.*)", host.output)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +42,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class HostProcess:
-    """A `python -m host up` subprocess on a free loopback port."""
+    """A `python -m host up` subprocess on a free loopback port.
+
+    Tests wait for events, not time: `wait_for_output` returns as soon as the line
+    is printed (a guest that prints when it starts tells a test its request has
+    reached the guest), `output_closed` is set once the output has been read to
+    its end, and `wait` returns the exit status.
+    """
 
     def __init__(self, args: list[str], cwd: Path | None = None,
                  env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
@@ -51,8 +58,10 @@ class HostProcess:
         self.env = env
         self.lines: list[str] = []
         self.base_url = ""
+        self.output_closed = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._serving = threading.Event()
+        self._printed = threading.Condition()
 
     def start(self, timeout: float = 120.0) -> HostProcess:
         self.start_async()
@@ -89,30 +98,54 @@ class HostProcess:
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            found = re.search(r'Serving (http://[^\s"]+)', line)
-            if found:
-                self.base_url = found.group(1)
-            if line.startswith("Available Routes:") or '"routes": [' in line:  # plain, JSON
-                self._serving.set()
+        try:
+            for line in self._proc.stdout:
+                found = re.search(r'Serving (http://[^\s"]+)', line)
+                if found:
+                    self.base_url = found.group(1)
+                if line.startswith("Available Routes:") or '"routes": [' in line:  # plain, JSON
+                    self._serving.set()
+                with self._printed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._printed.notify_all()
+        finally:
+            with self._printed:
+                self.output_closed.set()
+                self._printed.notify_all()
+
+    @property
+    def _started(self) -> subprocess.Popen[str]:
+        assert self._proc is not None, "the host process was not started"
+        return self._proc
 
     @property
     def pid(self) -> int:
-        assert self._proc is not None, "the host process was not started"
-        return self._proc.pid
+        return self._started.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status, or None while the process runs."""
+        return self._started.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self._started.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit; its exit status (subprocess.TimeoutExpired
+        if it is still running after `timeout` seconds)."""
+        return self._started.wait(timeout)
 
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
 
     def wait_for_output(self, needle: str, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.output:
-                return True
-            time.sleep(0.02)
-        return False
+        """True as soon as `needle` is in the output; False if the output ends, or
+        `timeout` seconds pass, without it."""
+        with self._printed:
+            return self._printed.wait_for(
+                lambda: needle in self.output or self.output_closed.is_set(), timeout
+            ) and needle in self.output
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30.0)
@@ -136,6 +169,20 @@ class HostProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_refused(base_url: str, timeout: float = 10.0) -> bool:
+    """True once `base_url`'s listener refuses connections (a draining host closes
+    it as soon as it gets its signal); False if it still accepts after `timeout`."""
+    hostname, port = base_url.removeprefix("http://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((hostname.strip("[]"), int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def run_host(*args: str, cwd: Path | None = None,

@@ -30,9 +30,11 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 class Upstream(http.server.ThreadingHTTPServer):
-    """An outbound-call target: records what it saw; `/slow...` waits for `release`."""
+    """An outbound-call target: records what it saw (and sets `arrived`); `/slow...`
+    waits for `release`."""
 
     seen: list[dict[str, object]]
+    arrived: threading.Event  # set once a request has been recorded in `seen`
     answered: list[str]  # paths it has answered (a `/slow` one only once released)
     release: threading.Event
 
@@ -50,6 +52,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.server.seen.append({"method": self.command, "path": self.path,
                                  "probe": self.headers.get("x-probe"), "body": body.decode()})
+        self.server.arrived.set()
         if self.path.startswith("/slow"):
             self.server.release.wait(30)
         payload = f"upstream saw {self.command} {self.path}".encode()
@@ -71,6 +74,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def upstream_server() -> Iterator[Upstream]:
     server = Upstream(("127.0.0.1", 0), _Handler)
     server.seen, server.answered, server.release = [], [], threading.Event()
+    server.arrived = threading.Event()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.apps import built_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_refused
 from tests.loopback import Upstream, free_port, upstream_server
 
 
@@ -109,11 +109,10 @@ def test_bundle_serves_with_its_env_and_drains_on_sigterm(tmp_path: Path, cache_
         caller = threading.Thread(target=lambda: result.update(httpx.get(
             f"{base}/http", params={"url": f"http://127.0.0.1:{up}/slow"}, timeout=30).json()))
         caller.start()
-        while not upstream.seen:
-            time.sleep(0.01)
+        assert upstream.arrived.wait(30)  # the guest is now waiting on the upstream
         host.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        assert host.proc.poll() is None  # still draining
+        assert wait_refused(base)  # the listener is closed at once...
+        assert host.proc.poll() is None  # ...and the process drains the in-flight request
         upstream.release.set()
         caller.join(30)
         assert result["status"] == 201

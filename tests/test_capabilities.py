@@ -290,8 +290,7 @@ def test_outbound_call_does_not_block_other_requests(probe_wasm: Path, cache_dir
         caller = threading.Thread(target=lambda: slow.update(
             c.get("/http", params={"url": f"http://127.0.0.1:{port}/slow"}).json()))
         caller.start()
-        while not upstream.seen:  # the guest is now waiting on the upstream
-            threading.Event().wait(0.01)
+        assert upstream.arrived.wait(30)  # the guest is now waiting on the upstream
         for _ in range(5):
             assert c.get("/env").status_code == 200
         assert caller.is_alive() and not slow  # still waiting while others were served

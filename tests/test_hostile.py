@@ -46,19 +46,22 @@ def _well_behaved(host: HostProcess, n: int = 5) -> None:
 
 def test_slow_client_sending_headers_byte_by_byte(host: HostProcess) -> None:
     stop = threading.Event()
+    started = threading.Event()
 
     def slowloris() -> None:
         with socket.create_connection(_address(host)) as s:
-            for byte in b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+            for n, byte in enumerate(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200):
                 if stop.is_set():
                     return
                 s.send(bytes([byte]))
-                time.sleep(0.005)
+                if n == 20:  # mid-header: the host is now holding a half-sent request
+                    started.set()
+                time.sleep(0.005)  # the attack itself: one byte at a time
 
     worker = threading.Thread(target=slowloris)
     worker.start()
     try:
-        time.sleep(0.2)
+        assert started.wait(10)
         _well_behaved(host)
     finally:
         stop.set()

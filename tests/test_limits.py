@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import HostProcess, run_host, write_app
+from tests import wat
+from tests.conftest import HostProcess, run_host, wait_refused, write_app
 
 MANIFEST = """spin_manifest_version = 2
 [application]
@@ -22,11 +22,20 @@ component = "echo"
 [[trigger.http]]
 route = "/loop"
 component = "loop"
+[[trigger.http]]
+route = "/announce"
+component = "announce"
+executor = { type = "wagi" }
 [component.echo]
 source = "echo.wasm"
 [component.loop]
 source = "spin.wasm"
+[component.announce]
+source = "announce.wasm"
 """
+# /announce prints this line to stderr, which the host echoes, then never returns:
+# a test waits for it to know its request has reached the guest.
+ANNOUNCED = "[announce] about to spin"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +43,7 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory, wat_components: dict[str, 
     directory = tmp_path_factory.mktemp("limits-app")
     write_app(directory, MANIFEST, {"echo.wasm": wat_components["echo"],
                                     "spin.wasm": wat_components["spin"]})
+    wat.build_module(wat.WASI_PRINT_THEN_LOOP, directory / "announce.wasm")
     return directory
 
 
@@ -106,16 +116,15 @@ def test_sigterm_lets_in_flight_requests_finish(app_dir: Path, cache_dir: Path) 
 
         def slow() -> None:
             with httpx.Client(base_url=process.base_url, timeout=10) as c:
-                results.append(c.get("/loop").status_code)
+                results.append(c.get("/announce").status_code)
 
         worker = threading.Thread(target=slow)
         worker.start()
-        time.sleep(0.8)  # let the request reach the guest
-        assert process._proc is not None
-        process._proc.send_signal(signal.SIGTERM)
+        assert process.wait_for_output(ANNOUNCED)  # the request is in the guest
+        process.send_signal(signal.SIGTERM)
         worker.join()
         assert results == [504]  # answered, not dropped
-        assert process._proc.wait(timeout=10) == 0
+        assert process.wait(timeout=10) == 0
 
 
 @pytest.mark.parametrize("flag,value", [
@@ -136,19 +145,20 @@ def test_second_signal_stops_at_once(app_dir: Path, cache_dir: Path) -> None:
         def stuck() -> None:  # would run for 60 s
             try:
                 with httpx.Client(base_url=process.base_url, timeout=90) as c:
-                    results.append(str(c.get("/loop").status_code))
+                    results.append(str(c.get("/announce").status_code))
             except httpx.HTTPError as exc:
                 results.append(type(exc).__name__)
 
         worker = threading.Thread(target=stuck)
         worker.start()
-        time.sleep(0.8)  # let the request reach the guest
-        assert process._proc is not None
-        process._proc.send_signal(signal.SIGTERM)
-        time.sleep(0.8)
-        assert process._proc.poll() is None  # draining: waits for the in-flight request
-        process._proc.send_signal(signal.SIGTERM)
-        assert process._proc.wait(timeout=30) == 130  # far less than the 60 s drain / deadline
+        assert process.wait_for_output(ANNOUNCED)  # the request is in the guest
+        process.send_signal(signal.SIGTERM)
+        # Draining: the listener is closed at once, and the process waits for the
+        # in-flight request.
+        assert wait_refused(process.base_url)
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 130  # far less than the 60 s drain / deadline
         process.stop()
         worker.join(timeout=30)
         assert results and results[0] != "200"
@@ -157,13 +167,12 @@ def test_second_signal_stops_at_once(app_dir: Path, cache_dir: Path) -> None:
 def test_drain_deadline_ends_a_stuck_request_and_exits_0(app_dir: Path, cache_dir: Path) -> None:
     with HostProcess(["-f", str(app_dir), "--cache-dir", str(cache_dir),
                       "--request-timeout", "60", "--drain-timeout", "1"]) as process:
-        worker = threading.Thread(target=lambda: _get_quietly(process.base_url + "/loop"),
+        worker = threading.Thread(target=lambda: _get_quietly(process.base_url + "/announce"),
                                   daemon=True)
         worker.start()
-        time.sleep(0.8)  # let the request reach the guest
-        assert process._proc is not None
-        process._proc.send_signal(signal.SIGTERM)
-        assert process._proc.wait(timeout=30) == 0  # the guest would have run for 60 s
+        assert process.wait_for_output(ANNOUNCED)  # the request is in the guest
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0  # the guest would have run for 60 s
         assert process.wait_for_output("still running after the drain deadline")
 
 

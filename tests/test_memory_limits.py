@@ -67,8 +67,7 @@ def start(app: Path, cache_dir: Path, state: Path, *args: str) -> HostProcess:
 
 
 def vm_kib(host: HostProcess, field: str) -> int:
-    assert host._proc is not None
-    for line in Path(f"/proc/{host._proc.pid}/status").read_text().splitlines():
+    for line in Path(f"/proc/{host.pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} in /proc status")
@@ -262,8 +261,7 @@ def test_concurrent_large_bodies_stay_within_a_memory_bound(app: Path, cache_dir
     with start(app, cache_dir, tmp_path, "--max-body-bytes-in-flight", str(size)) as host, \
             host.client() as c:
         assert c.post("/fixed", content=bytes(1000)).status_code == 200  # warm
-        assert host._proc is not None
-        Path(f"/proc/{host._proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        Path(f"/proc/{host.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
         before = vm_kib(host, "VmHWM")
         statuses: list[int] = []
         barrier = threading.Barrier(8)

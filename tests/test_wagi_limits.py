@@ -4,7 +4,6 @@ request timed out still shuts down cleanly."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -30,25 +29,6 @@ def _status_bytes(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
-class _Host(HostProcess):
-    """A host whose output has been read to the end once `eof` is set."""
-
-    def __init__(self, args: list[str]) -> None:
-        super().__init__(args)
-        self.eof = threading.Event()
-
-    def _read(self) -> None:
-        try:
-            super()._read()
-        finally:
-            self.eof.set()
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-
 def _app(directory: Path, modules: dict[str, str]) -> Path:
     manifest = ['spin_manifest_version = 2', '[application]', 'name = "wagi-limits"']
     for name, text in modules.items():
@@ -63,8 +43,8 @@ def test_endless_stdout_is_stopped_at_the_limit(tmp_path: Path, cache_dir: Path)
     _app(tmp_path, {"printer": wat.WASI_PRINT_FOREVER,
                     "ok": wat.wasi_print(b"Content-Type: text/plain\n\nok")})
     # A deadline far away: the limit, not the deadline, must stop the program.
-    with _Host(["-f", str(tmp_path), "--cache-dir", str(cache_dir), "--quiet",
-                "--request-timeout", "10"]) as host, host.client() as client:
+    with HostProcess(["-f", str(tmp_path), "--cache-dir", str(cache_dir), "--quiet",
+                      "--request-timeout", "10"]) as host, host.client() as client:
         before = max(_status_bytes(host.pid, "VmHWM"), _status_bytes(host.pid, "VmRSS"))
         started = time.monotonic()
         r = client.get("/printer")
@@ -91,13 +71,13 @@ def test_sigterm_after_a_wagi_timeout_exits_cleanly(tmp_path: Path, cache_dir: P
     # exit; freeing it there ran a Python callback on a wasmtime tokio thread during
     # finalization, which aborted with "panic in a function that cannot unwind".
     _app(tmp_path, {"spinner": wat.WASI_PRINT_THEN_LOOP})
-    host = _Host(["-f", str(tmp_path), "--cache-dir", str(cache_dir),
-                  "--request-timeout", "1"])
+    host = HostProcess(["-f", str(tmp_path), "--cache-dir", str(cache_dir),
+                       "--request-timeout", "1"])
     with host, host.client() as client:
         assert client.get("/spinner").status_code == 504
         assert host.wait_for_output("component spinner: deadline of 1 s exceeded")
         assert host.stop() == 0
-    assert host.eof.wait(10)
+    assert host.output_closed.wait(10)
     assert "[spinner] about to spin" in host.output  # stderr reached the log
     assert "Stopped." in host.output
     assert "panic" not in host.output.lower(), host.output

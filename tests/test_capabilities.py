@@ -452,8 +452,8 @@ def test_kv_counter_same_wasm_on_the_prod_stack(cache_dir: Path, tmp_path: Path,
     app_dir = built_app("kv-counter")
     prod = (app_dir / "runtime-config.prod.toml").read_text()
     config = tmp_path / "prod.toml"
-    config.write_text(prod.replace("redis://127.0.0.1:6379/0", clean_redis_url)
-                      .replace("/var/lib/kv-counter", str(tmp_path / "lib")))
+    # Its relative SQLite path now resolves under tmp_path, next to this copy.
+    config.write_text(prod.replace("redis://127.0.0.1:6379/0", clean_redis_url))
     with start(app_dir, cache_dir, "--runtime-config-file", str(config)) as host, \
             host.client() as c:
         assert [c.get("/").text for _ in range(2)] == ["1\n", "2\n"]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from host.capabilities.outbound import OutboundClient
 from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
@@ -115,9 +114,7 @@ def load_app(
         log.warning(
             "Routes under /.well-known/spin/ are handled by the host and will never be reached"
         )
-    outbound = OutboundClient(settings.outbound_limits, settings.self_origin)
-    grants = Grants(manifest, settings.runtime_config, settings.state_dir, outbound, report,
-                    settings.key_value_limits, settings.sqlite_limits)
+    grants = Grants(manifest, settings, report)
     loader = _Loader(manifest, engine, settings, grants, report)
     try:
         executors = {t.id: loader.executor(t) for t in manifest.triggers

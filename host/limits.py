@@ -134,6 +134,23 @@ class SqliteLimits:
 
 
 @dataclass(frozen=True)
+class RedisLimits:
+    """Bounds on the Redis key-value backend's calls (host/backends/redis.py)."""
+
+    # Waiting for a reply: bounded so a hung server fails the guest call instead
+    # of holding a worker thread forever; 1 MiB values need far less. During a
+    # request, the time left before its deadline if that is less.
+    socket_timeout_seconds: float = 5.0
+    # Waiting for a TCP connection, so start-up fails fast on a wrong URL; during
+    # a request, the time left before its deadline if that is less.
+    connect_timeout_seconds: float = 2.0
+    # A pooled connection idle for longer than this is PINGed before reuse.
+    health_check_interval_seconds: int = 30
+    # COUNT hint for SCAN: about as many keys per list-keys page as SQLite's.
+    scan_count: int = 1000
+
+
+@dataclass(frozen=True)
 class KeyValueLimits:
     """Bounds on key-value calls; Spin documents values of at most 1 MB."""
 
@@ -143,3 +160,9 @@ class KeyValueLimits:
     max_value_bytes: int = 1 * MiB  # `host up --max-key-value-bytes`
     # Total value bytes one batch call (get-many/set-many) may move.
     max_batch_bytes: int = 2 * MiB
+    # SQLite backend: waiting for another process's write lock on the shared
+    # file; also capped by the request's deadline.
+    busy_timeout_seconds: float = 30.0
+    # SQLite backend: keys per list-keys page (Redis: `redis.scan_count`).
+    page_size: int = 1000
+    redis: RedisLimits = RedisLimits()

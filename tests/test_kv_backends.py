@@ -23,10 +23,13 @@ import redis
 
 from host.backends import BackendError, KeyValueBackend
 from host.backends.redis import RedisKeyValue, redact_url
-from host.backends.sqlite import PAGE_SIZE, SqliteKeyValue
+from host.backends.sqlite import SqliteKeyValue
 from host.deadline import request_deadline
+from host.limits import KeyValueLimits
 from tests.loopback import free_port
 from tests.redis_server import flush
+
+PAGE_SIZE = KeyValueLimits().page_size
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = "default"

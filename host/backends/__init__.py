@@ -9,11 +9,29 @@ Values are bytes and round-trip exactly. Counters made by `increment` are
 decimal ASCII text (b"42") on every backend, so `get` reads them back as text.
 Every failure is a `BackendError` whose message the guest sees in
 `error::other`.
+
+Which class serves a runtime config's `[key_value_store.LABEL] type` is
+`KEY_VALUE_TYPES`: a new backend is one module with a class that has the
+`KeyValueBackendType` class methods, plus one line there.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
+
+if TYPE_CHECKING:
+    from host.limits import KeyValueLimits
+    from host.runtime_config import KeyValueStoreConfig
+
+#: `type` in the runtime config -> "module:Class"; the module is imported only
+#: when a store uses it (redis-py only for Redis).
+KEY_VALUE_TYPES = {
+    "spin": "host.backends.sqlite:SqliteKeyValue",
+    "redis": "host.backends.redis:RedisKeyValue",
+}
 
 
 class BackendError(Exception):
@@ -51,3 +69,46 @@ class KeyValueBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class KeyValueBackendType(Protocol):
+    """How a backend class is made from its runtime-config table."""
+
+    @classmethod
+    def from_config(cls, config: KeyValueStoreConfig,
+                    limits: KeyValueLimits) -> KeyValueBackend:
+        """Open the store (create a file, connect): a failure is a BackendError."""
+        ...
+
+    @classmethod
+    def check_config(cls, config: KeyValueStoreConfig, limits: KeyValueLimits) -> str:
+        """Validate without side effects (no file, no connection); the description."""
+        ...
+
+
+def key_value_type(name: str) -> KeyValueBackendType:
+    """The backend class for a runtime config `type` (one of KEY_VALUE_TYPES)."""
+    module, _, name = KEY_VALUE_TYPES[name].partition(":")
+    return cast(KeyValueBackendType, getattr(importlib.import_module(module), name))
+
+
+def check_file(path: Path) -> None:
+    """Raise BackendError unless `path` is a file we could open, or could create.
+
+    Creates nothing: the nearest existing ancestor must be a directory we may
+    write (an existing file must be readable and writable). Checks made as root
+    pass where the filesystem itself would refuse (e.g. under /proc).
+    """
+    if path.exists():
+        if not path.is_file():
+            raise BackendError(f"{path} exists and is not a file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise BackendError(f"cannot open {path}: Permission denied")
+        return
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BackendError(f"cannot create {path.parent}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BackendError(f"cannot create {path}: Permission denied in {ancestor}")

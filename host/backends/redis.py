@@ -18,36 +18,28 @@ Every command made for a request ends by that request's deadline
 (`host.deadline`). redis-py sets a socket's timeout once per connection, so
 the pool's connections (`_DeadlineConnection`) set it per command instead: no
 command starts once the deadline has passed, connecting, sending and waiting
-for the reply each get the time left (capped by the constants below), and a
+for the reply each get the time left (capped by `RedisLimits`), and a
 connection whose reply did not come in time is dropped, never reused.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import AbstractConnection
+from redis.connection import AbstractConnection, parse_url
 from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeout
 from redis.retry import Retry
 
 from host.backends import BackendError
 from host.deadline import DeadlineExceeded, expired, time_left
+from host.limits import KeyValueLimits, RedisLimits
 
-#: Seconds to wait for a reply: bounded so a hung server fails the guest call
-#: instead of holding a worker thread forever; 1 MiB values need far less.
-#: During a request, the time left before its deadline if that is less.
-SOCKET_TIMEOUT_SECONDS = 5.0
-#: Seconds to wait for a TCP connection, so start-up fails fast on a wrong URL.
-#: During a request, the time left before its deadline if that is less.
-CONNECT_TIMEOUT_SECONDS = 2.0
-#: A pooled connection idle for longer than this is PINGed before reuse.
-HEALTH_CHECK_INTERVAL_SECONDS = 30
-#: COUNT hint for SCAN: about as many keys per list-keys page as SQLite's PAGE_SIZE.
-SCAN_COUNT = 1000
+if TYPE_CHECKING:
+    from host.runtime_config import KeyValueStoreConfig
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -85,22 +77,31 @@ def _passwords(url: str) -> list[str]:
 
 
 class _DeadlineConnection(AbstractConnection):
-    """Mixed into redis-py's connection classes: each command bounded by the time left."""
+    """Mixed into redis-py's connection classes: each command bounded by the time left.
+
+    The pool passes `limits` (a RedisLimits) through its connection kwargs.
+    """
+
+    def __init__(self, *args: Any, limits: RedisLimits, **kwargs: Any) -> None:
+        self.limits = limits
+        super().__init__(*args, **kwargs)
 
     def connect(self) -> None:
-        self.socket_connect_timeout = _time_left(CONNECT_TIMEOUT_SECONDS)
+        self.socket_connect_timeout = _time_left(self.limits.connect_timeout_seconds)
         super().connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        left = _time_left(SOCKET_TIMEOUT_SECONDS)  # nothing is sent once the deadline passed
-        self.socket_connect_timeout = min(CONNECT_TIMEOUT_SECONDS, left)  # if it reconnects
+        # Nothing is sent once the deadline has passed.
+        left = _time_left(self.limits.socket_timeout_seconds)
+        # If it reconnects:
+        self.socket_connect_timeout = min(self.limits.connect_timeout_seconds, left)
         if self._sock is not None:
             self._sock.settimeout(left)
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
     def read_response(self, disable_decoding: bool = False, **kwargs: Any) -> Any:
         try:
-            left = time_left(SOCKET_TIMEOUT_SECONDS)
+            left = time_left(self.limits.socket_timeout_seconds)
         except DeadlineExceeded:
             # Its reply is still on the way: this connection must never be reused.
             self.disconnect()  # type: ignore[no-untyped-call]
@@ -137,19 +138,21 @@ def _time_left(ceiling: float) -> float:
 
 
 class RedisKeyValue:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, limits: RedisLimits | None = None) -> None:
         """Connect to `url` and PING it, so a wrong URL fails at start-up, not per request."""
         self._secrets = _passwords(url)
         self.url = redact_url(url)
         self.description = f"redis {self.url}"
+        self.limits = limits = limits or RedisLimits()
         try:
             self._redis: redis.Redis = redis.Redis.from_url(
                 url,
                 # from_url's own choice by scheme, made deadline-aware
                 connection_class=_CONNECTIONS.get(urlsplit(url).scheme.lower(), _TcpConnection),
-                socket_timeout=SOCKET_TIMEOUT_SECONDS,
-                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
+                limits=limits,
+                socket_timeout=limits.socket_timeout_seconds,
+                socket_connect_timeout=limits.connect_timeout_seconds,
+                health_check_interval=limits.health_check_interval_seconds,
                 retry=Retry(NoBackoff(), 0),
             )
         except (ValueError, RedisError) as exc:
@@ -159,6 +162,25 @@ class RedisKeyValue:
         except RedisError as exc:
             self._redis.close()
             raise BackendError(self._scrub(f"cannot reach Redis at {self.url}: {exc}")) from None
+
+    @classmethod
+    def from_config(cls, config: KeyValueStoreConfig, limits: KeyValueLimits) -> RedisKeyValue:
+        return cls(config.url or "", limits.redis)
+
+    @classmethod
+    def check_config(cls, config: KeyValueStoreConfig, limits: KeyValueLimits) -> str:
+        """Parse the URL as the client would; no connection (a server may be down
+        or unreachable from where the app is checked, e.g. a build machine)."""
+        url = config.url or ""
+        shown = redact_url(url)
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]  # untyped in redis-py
+        except ValueError as exc:
+            message = f"invalid Redis URL {shown}: {exc}"
+            for secret in _passwords(url):
+                message = message.replace(secret, "***")
+            raise BackendError(message) from None
+        return f"redis {shown}"
 
     def _scrub(self, message: str) -> str:
         for secret in self._secrets:
@@ -212,7 +234,7 @@ class RedisKeyValue:
             raise BackendError(f"{self.description}: invalid list-keys cursor")
         try:
             while True:
-                position, batch = self._redis.scan(position, count=SCAN_COUNT)
+                position, batch = self._redis.scan(position, count=self.limits.scan_count)
                 if batch or position == 0:
                     break
         except RedisError as exc:

@@ -20,17 +20,19 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from host.backends import BackendError
+from host.backends import BackendError, check_file
 from host.deadline import DeadlineExceeded, expired, time_left
+from host.limits import KeyValueLimits
+
+if TYPE_CHECKING:
+    from host.runtime_config import KeyValueStoreConfig
 
 log = logging.getLogger("host.kv")
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_SECONDS = 30.0  # waiting for another writer; less when the request ends sooner
-PAGE_SIZE = 1000  # keys per list-keys page
 PROGRESS_INSTRUCTIONS = 1000  # how often a running statement checks the request's deadline
 INTERRUPTED = "interrupted: the request's deadline has passed"
 
@@ -43,10 +45,15 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS spin_key_value (
 
 
 class SqliteKeyValue:
-    def __init__(self, path: Path | None) -> None:
-        """`path` None: a private in-memory database (nothing survives a restart)."""
+    def __init__(self, path: Path | None, limits: KeyValueLimits | None = None) -> None:
+        """`path` None: a private in-memory database (nothing survives a restart).
+
+        Creates the file (and its directory) and the table now, so a bad path
+        fails at start-up; `check` validates the same without creating anything.
+        """
         self.path = path
-        self.description = f"sqlite {path}" if path else "sqlite in memory"
+        self.limits = limits or KeyValueLimits()
+        self.description = describe(path)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -63,8 +70,25 @@ class SqliteKeyValue:
         except sqlite3.Error as exc:
             raise BackendError(f"cannot open {self.description}: {exc}") from None
 
-    def _connection(self, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
+    @classmethod
+    def from_config(cls, config: KeyValueStoreConfig, limits: KeyValueLimits) -> SqliteKeyValue:
+        return cls(config.path, limits)
+
+    @classmethod
+    def check_config(cls, config: KeyValueStoreConfig, limits: KeyValueLimits) -> str:
+        return cls.check(config.path)
+
+    @staticmethod
+    def check(path: Path | None) -> str:
+        """What `__init__` would open, checked without creating a file or connecting."""
+        if path is not None:
+            check_file(path)
+        return describe(path)
+
+    def _connection(self, timeout: float | None = None) -> sqlite3.Connection:
         """One connection per thread (guest calls run on worker threads)."""
+        if timeout is None:
+            timeout = self.limits.busy_timeout_seconds
         if self.path is None:
             # An in-memory database is per connection: share one, serialised.
             if self._memory is None:
@@ -97,7 +121,7 @@ class SqliteKeyValue:
     def _bounded(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection, waiting for locks no longer than the request may."""
         try:
-            seconds = time_left(BUSY_TIMEOUT_SECONDS)
+            seconds = time_left(self.limits.busy_timeout_seconds)
         except DeadlineExceeded as exc:
             raise BackendError(str(exc)) from None
         if self.path is None:
@@ -149,10 +173,10 @@ class SqliteKeyValue:
         # The cursor is the last key of the previous page: stable under inserts.
         rows = self._run(
             "SELECT key FROM spin_key_value WHERE store = ? AND key > ? ORDER BY key LIMIT ?",
-            (store, cursor or "", PAGE_SIZE + 1),
+            (store, cursor or "", self.limits.page_size + 1),
         )
-        keys = [str(r[0]) for r in rows[:PAGE_SIZE]]
-        return keys, (keys[-1] if len(rows) > PAGE_SIZE else None)
+        keys = [str(r[0]) for r in rows[:self.limits.page_size]]
+        return keys, (keys[-1] if len(rows) > self.limits.page_size else None)
 
     def increment(self, store: str, key: str, delta: int) -> int:
         def update(conn: sqlite3.Connection) -> int:
@@ -218,6 +242,10 @@ class SqliteKeyValue:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+
+def describe(path: Path | None) -> str:
+    return f"sqlite {path}" if path else "sqlite in memory"
 
 
 # What Redis's INCRBY accepts, so both backends agree on what a counter is.

@@ -1,18 +1,31 @@
-"""Capabilities a manifest grants to a component, as host imports.
+"""Capabilities a manifest grants to a component: Spin's "factors", in Python.
 
-Each capability is one module shaped like Spin's "factors", with three moments:
+Each capability is one module with a `Factor` (per app) that hands out a
+`Capability` (per component). Their hooks, and who calls them:
 
-- configure, once per app at start-up: the loader resolves the component's
-  grants against the runtime config (stores, databases, variables, hosts) and
-  fails loudly on anything missing (`host/app.py`);
-- link, once per component: `Capability.link` defines the host functions of
-  the interfaces the component imports, closed over that component's grants;
-- per instance: host resources (buckets, connections) live in a
-  `ResourceTable` keyed by the instance's store and are released with it.
+- `Factor(app)`, once per app at start-up (`host.grants.Grants`, in registry
+  order): read the app's part of the runtime config (`runtime_config_keys`)
+  and settings, open shared backends and clients; fail loudly. With
+  `app.check_only` (`host check`): validate the same, open and create nothing.
+- `Factor.for_component(component)`, once per component (the loader): resolve
+  the component's grants (`manifest_keys`) into a `Capability`, or None when
+  the capability has nothing to give it; fail naming the component and label.
+- `Capability.link(...)`, once per component linker (the component executor):
+  define the host functions of the interfaces the component imports, closed
+  over its grants.
+- `Capability.prepare(wasi)`, per instance before it is made; and
+  `Capability.release_store(key)`, per instance when it is discarded: host
+  resources (buckets, connections) live in a `ResourceTable` keyed by the
+  instance's store and go away with it.
+- `Factor.close()`, once, when the app stops.
 
-Every capability is deny-by-default: a call outside the grants returns the
-interface's own access-denied error value to the guest and logs one line that
-names the component and what it asked for.
+A new capability is one module with a Factor subclass, plus one line in
+`host.grants.FACTORS`. Every capability is deny-by-default: a call outside the
+grants returns the interface's own access-denied error value to the guest and
+logs one line that names the component and what it asked for.
+
+Host functions return canonical values (`Ok`/`Err`, `wc.Variant`, tuples for
+records); `host.runtime.marshal.host_value_adapter` converts them.
 """
 
 from __future__ import annotations
@@ -22,19 +35,27 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import wasmtime
 import wasmtime.component as wc
 
 from host.errors import ComponentError
 from host.runtime.calls import define_func, import_func_types
-from host.runtime.marshal import Codec, K, RecordCodec, _List, _Tuple, _Variant, compile_type
+from host.runtime.marshal import Err, Ok, compile_type, host_value_adapter
+
+if TYPE_CHECKING:
+    from host.app import AppSettings
+    from host.manifest import Component, Manifest
+    from host.runtime_config import RuntimeConfig
+
+__all__ = ["AppContext", "Capability", "Err", "Factor", "Ok", "ResourceTable", "store_key"]
 
 log = logging.getLogger("host.capabilities")
 
 T = TypeVar("T")
+F = TypeVar("F", bound="Factor")
 
 # Host resource type ids: unique per resource kind in this process.
 _resource_type_ids = itertools.count(1)
@@ -159,64 +180,57 @@ class Capability:
     def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
         return {}
 
+    def prepare(self, wasi: wasmtime.WasiConfig) -> None:
+        """Per instance, before it is made: add to its WASI configuration."""
+
     def release_store(self, key: int) -> None:
+        """Per instance, when it is discarded: free what its store still holds."""
         for table in self.tables():
             table.release_store(key)
 
 
-@dataclass(frozen=True)
-class Ok:
-    value: Any = None
+@dataclass
+class AppContext:
+    """What a factor is configured from, and the factors configured before it."""
+
+    manifest: Manifest
+    settings: AppSettings
+    report: Callable[[str], None] = lambda line: None
+    factors: dict[type[Factor], Factor] = field(default_factory=dict)
+
+    @property
+    def runtime_config(self) -> RuntimeConfig:
+        return self.settings.runtime_config
+
+    @property
+    def check_only(self) -> bool:
+        """`host check`: validate, but create no file and make no connection."""
+        return self.settings.check_only
+
+    def factor(self, cls: type[F]) -> F:
+        """An earlier factor of the registry (e.g. variables, for their values)."""
+        found = self.factors.get(cls)
+        if not isinstance(found, cls):
+            raise LookupError(f"{cls.__name__} must come before its users in host.grants.FACTORS")
+        return found
 
 
-@dataclass(frozen=True)
-class Err:
-    value: Any = None
+class Factor:
+    """One capability configured for one app; see the module docstring for the hooks."""
 
+    #: `[component.ID]` keys this capability reads (its grants).
+    manifest_keys: ClassVar[tuple[str, ...]] = ()
+    #: Runtime-config tables this capability reads.
+    runtime_config_keys: ClassVar[tuple[str, ...]] = ()
 
-def _adapter(codec: Codec) -> Callable[[Any], Any] | None:
-    """Turn our canonical values into wasmtime-py's convention for `codec`.
+    def __init__(self, app: AppContext) -> None:
+        self.app = app
 
-    Host functions return variants and results always in tagged form
-    (`wc.Variant`, `Ok`/`Err`); wasmtime-py wants a bare payload where a
-    type's cases are told apart by Python class ("untagged"). None: no change.
-    """
-    if isinstance(codec, _Variant):
-        payloads = {name: _adapter(c) if c is not None else None for name, c in codec.cases}
-        if codec.kind == K["OPTION"]:
-            some = payloads["some"]
-            return None if some is None else (lambda v: None if v is None else some(v))
-        tagged = codec.tagged
+    def for_component(self, component: Component) -> Capability | None:
+        return None
 
-        def variant(value: Any) -> Any:
-            if isinstance(value, (Ok, Err)):
-                value = wc.Variant("ok" if isinstance(value, Ok) else "err", value.value)
-            inner = payloads.get(value.tag)
-            payload = inner(value.payload) if inner is not None else value.payload
-            return wc.Variant(value.tag, payload) if tagged else payload
-
-        return variant
-    if isinstance(codec, _List):
-        element = _adapter(codec.element)
-        return None if element is None else (lambda v: [element(x) for x in v])
-    if isinstance(codec, _Tuple):
-        parts = [_adapter(c) for c in codec.elements]
-        if not any(parts):
-            return None
-        return lambda v: tuple(p(x) if p else x for p, x in zip(parts, v, strict=True))
-    if isinstance(codec, RecordCodec):
-        # Records are given as tuples in field order; a wc.Record is what an
-        # untagged variant tells apart by class.
-        fields = [(name, _adapter(c)) for name, c in codec.fields]
-
-        def record(value: Any) -> wc.Record:
-            out = wc.Record()
-            out.__dict__.update({name: p(x) if p else x
-                                 for (name, p), x in zip(fields, value, strict=True)})
-            return out
-
-        return record
-    return None
+    def close(self) -> None:
+        """Release what configuring opened (backends, clients, staged files)."""
 
 
 def _guarded(component_id: str, interface: str, name: str,
@@ -244,7 +258,7 @@ def _guarded(component_id: str, interface: str, name: str,
 def _canonical(fty: wc.FuncType, func: Callable[..., Any]) -> Callable[..., Any]:
     if fty.result is None:
         return func
-    adapt = _adapter(compile_type(fty.result))
+    adapt = host_value_adapter(compile_type(fty.result))
     if adapt is None:
         return func
     return lambda store, *args: adapt(func(store, *args))

@@ -25,13 +25,63 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+import wasmtime
+
+from host.capabilities import AppContext, Capability, Factor
 from host.errors import ComponentError
 from host.manifest import Component, FileMapping, Manifest
 
 _GLOB_CHARS = frozenset("*?[]")
+
+
+class FilesFactor(Factor):
+    """Stages each component's files under one temporary directory per app."""
+
+    manifest_keys = ("files", "exclude_files")
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app)
+        self._staging: Path | None = None
+
+    def for_component(self, component: Component) -> Files | None:
+        if not component.files:
+            return None
+        if self.app.check_only:
+            select_files(self.app.manifest, component)  # every check, nothing copied
+            return None
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="spinhost-files-"))
+        root = stage_files(self.app.manifest, component, self._staging / component.id)
+        return Files(component.id, root) if root is not None else None
+
+    def close(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+
+class Files(Capability):
+    """No host functions: the staged files, preopened read-only at guest `/`."""
+
+    def __init__(self, component_id: str, root: Path) -> None:
+        super().__init__(component_id)
+        self.root = root
+
+    def prepare(self, wasi: wasmtime.WasiConfig) -> None:
+        wasi.preopen_dir(str(self.root), "/", fs_mutable=False)
+
+
+def select_files(manifest: Manifest, component: Component) -> FileSelection:
+    """The component's files, resolved and checked, without copying anything."""
+    selection = FileSelection(manifest, component)
+    try:
+        selection.select_all(component)
+    except OSError as exc:
+        raise selection.fail("files", f"{exc}; check that path and its permissions") from None
+    return selection
 
 
 def stage_files(manifest: Manifest, component: Component, root: Path) -> Path | None:
@@ -41,25 +91,21 @@ def stage_files(manifest: Manifest, component: Component, root: Path) -> Path | 
     """
     if not component.files:
         return None
-    stager = FileSelection(manifest, component)
+    selection = FileSelection(manifest, component)
     real_root = root.resolve()
-    if real_root == stager.app or real_root in stager.app.parents:
-        raise stager.fail("files", f"staging directory {root} is or contains the app directory "
-                          "and would be emptied; choose another")
+    if real_root == selection.app or real_root in selection.app.parents:
+        raise selection.fail("files", f"staging directory {root} is or contains the app "
+                             "directory and would be emptied; choose another")
     try:
         if root.is_symlink() or root.is_file():
             root.unlink()
         elif root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        for entry in component.files:
-            if isinstance(entry, FileMapping):
-                stager.mapping(entry.source, entry.destination)
-            else:
-                stager.pattern(entry.pattern)
-        stager.copy_to(root)
+        selection.select_all(component)  # after emptying: root may lie inside the app
+        selection.copy_to(root)
     except OSError as exc:
-        raise stager.fail("files", f"{exc}; check that path and its permissions") from None
+        raise selection.fail("files", f"{exc}; check that path and its permissions") from None
     return root
 
 
@@ -76,6 +122,13 @@ class FileSelection:
         self.chosen: dict[PurePosixPath, tuple[Path, str]] = {}
         self.excludes = [_glob_regex(str(self.relative(p, "exclude_files")))
                          for p in component.exclude_files]
+
+    def select_all(self, component: Component) -> None:
+        for entry in component.files:
+            if isinstance(entry, FileMapping):
+                self.mapping(entry.source, entry.destination)
+            else:
+                self.pattern(entry.pattern)
 
     def fail(self, key: str, message: str) -> ComponentError:
         return ComponentError(f"{self.where} {key}: {message}")

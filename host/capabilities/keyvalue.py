@@ -1,9 +1,11 @@
 """Key-value: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft2).
 
 A component may open the labels in its `key_value_stores`; each label is
-served by the backend the runtime config gives it (host/backends). Opening any
-other label answers `access-denied` (whether or not the store exists, as Spin
-does) and logs the attempt.
+served by the backend the runtime config gives it (`[key_value_store.LABEL]`,
+`type` chosen in host.backends.KEY_VALUE_TYPES); a label without one shares
+the embedded store, `<state dir>/sqlite_key_value.db` (in memory without a
+state dir). Opening any other label answers `access-denied` (whether or not
+the store exists, as Spin does) and logs the attempt.
 
 Values are bounded (`KeyValueLimits`, Spin's documented 1 MB): a larger value
 is refused on the way in (set, swap, set-many) and a stored one on the way out
@@ -21,9 +23,12 @@ from typing import Any
 
 import wasmtime.component as wc
 
-from host.backends import BackendError, KeyValueBackend
-from host.capabilities import Capability, Err, Ok, ResourceTable
+from host.backends import BackendError, KeyValueBackend, key_value_type
+from host.backends.sqlite import SqliteKeyValue
+from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
+from host.errors import ConfigError
 from host.limits import KeyValueLimits
+from host.manifest import Component
 
 log = logging.getLogger("host.keyvalue")
 
@@ -33,6 +38,7 @@ ATOMICS = f"wasi:keyvalue/atomics@{VERSION}"
 BATCH = f"wasi:keyvalue/batch@{VERSION}"
 
 ACCESS_DENIED = wc.Variant("access-denied")
+DEFAULT_FILE = "sqlite_key_value.db"  # in the state dir
 
 
 def _other(message: str) -> Err:
@@ -191,3 +197,69 @@ class KeyValue(Capability):
             return Err(wc.Variant("store-error", wc.Variant("other", str(exc))))
         retry = self.snapshots.add(store, Snapshot(bucket, snapshot.key, current))
         return Err(wc.Variant("cas-failed", retry))
+
+
+class KeyValueFactor(Factor):
+    """Opens each label's backend the first time a component is granted it."""
+
+    manifest_keys = ("key_value_stores",)
+    runtime_config_keys = ("key_value_store",)
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app)
+        self.limits = app.settings.key_value_limits
+        self.backends: dict[str, KeyValueBackend] = {}  # by label
+        self._embedded: KeyValueBackend | None = None
+        self._stand_in: KeyValueBackend | None = None
+
+    def for_component(self, component: Component) -> KeyValue:
+        stores = {label: self._backend(component, label) for label in component.key_value_stores}
+        return KeyValue(component.id, stores, self.limits)
+
+    def _backend(self, component: Component, label: str) -> KeyValueBackend:
+        if label in self.backends:
+            return self.backends[label]
+        config = self.app.runtime_config.key_value_stores.get(label)
+        try:
+            if config is None:
+                backend = self._embedded_store()  # every label without its own backend
+            elif self.app.check_only:
+                description = key_value_type(config.type).check_config(config, self.limits)
+                self.app.report(f'Key-value store "{label}": {description} (checked, not opened)')
+                backend = self._check_stand_in()
+            else:
+                backend = key_value_type(config.type).from_config(config, self.limits)
+                self.app.report(f'Key-value store "{label}": {backend.description}')
+        except BackendError as exc:
+            where = ""
+            if config is not None and self.app.runtime_config.path is not None:
+                where = f", [key_value_store.{label}] in {self.app.runtime_config.path}"
+            raise ConfigError(f'key-value store "{label}" (component "{component.id}"'
+                              f"{where}): {exc}") from None
+        self.backends[label] = backend
+        return backend
+
+    def _embedded_store(self) -> KeyValueBackend:
+        """One SQLite file for every label without its own; its `store` column keeps them apart."""
+        if self._embedded is None:
+            state_dir = self.app.settings.state_dir
+            path = state_dir / DEFAULT_FILE if state_dir else None
+            if self.app.check_only:
+                SqliteKeyValue.check(path)
+                self._embedded = self._check_stand_in()
+            else:
+                self._embedded = SqliteKeyValue(path, self.limits)
+                where = f'"{path}"' if path else "memory (no state dir)"
+                self.app.report(f"Storing default key-value data to {where}.")
+        return self._embedded
+
+    def _check_stand_in(self) -> KeyValueBackend:
+        """`host check` links and instantiates components but never calls them:
+        a private in-memory store stands in for every label (no file, no server)."""
+        if self._stand_in is None:
+            self._stand_in = SqliteKeyValue(None, self.limits)
+        return self._stand_in
+
+    def close(self) -> None:
+        for backend in {id(b): b for b in self.backends.values()}.values():
+            backend.close()

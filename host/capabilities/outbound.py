@@ -42,16 +42,21 @@ from typing import Any
 import httpx
 import wasmtime.component as wc
 
-from host.capabilities import Capability, Err, Ok
+from host.capabilities import AppContext, Capability, Err, Factor, Ok
 from host.capabilities.allowed_hosts import (
     DEFAULT_PORTS,
     SELF_HOSTS,
+    AllowedHostError,
     AllowList,
     request_host,
+    resolve_template,
     split_authority,
 )
+from host.capabilities.variables import VariablesFactor
 from host.deadline import DeadlineExceeded, deadline, expired, time_left
+from host.errors import ConfigError
 from host.limits import OutboundLimits
+from host.manifest import Component
 
 log = logging.getLogger("host.outbound")
 
@@ -155,6 +160,31 @@ def _scheme(value: Any) -> str:
     return str(value.payload).lower() if value.tag == "other" else value.tag.lower()
 
 
+class OutboundFactor(Factor):
+    """One HTTP client for the app; each component's allow-list, variables resolved."""
+
+    manifest_keys = ("allowed_outbound_hosts",)
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app)
+        self.client = OutboundClient(app.settings.outbound_limits, app.settings.self_origin)
+        self.variables = app.factor(VariablesFactor).values
+
+    def for_component(self, component: Component) -> Outbound:
+        try:
+            allowed = AllowList.parse(resolve_template(e, self.variables)
+                                      for e in component.allowed_outbound_hosts)
+        except AllowedHostError as exc:
+            raise ConfigError(
+                f"{self.app.manifest.path}: [component.{component.id}] allowed_outbound_hosts: "
+                f"after resolving variables: {exc}"
+            ) from None
+        return Outbound(component.id, allowed, self.client)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class Outbound(Capability):
     interfaces = (OUTGOING_HANDLER,)
 
@@ -162,6 +192,11 @@ class Outbound(Capability):
         super().__init__(component_id)
         self.allowed = allowed
         self.http = client
+
+    @property
+    def allows_every_host(self) -> bool:
+        """No filtering needed: wasmtime's own wasi:http may be linked for this component."""
+        return self.allowed.allows_everything()
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         return {"handle": self.handle}

@@ -37,13 +37,19 @@ from typing import Any, cast
 
 import wasmtime.component as wc
 
-from host.capabilities import Capability, Err, Ok, ResourceTable
+from host.backends import BackendError, check_file
+from host.backends.sqlite import describe
+from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
 from host.deadline import DeadlineExceeded, expired, time_left
+from host.errors import ComponentError, ConfigError
 from host.limits import SqliteLimits
+from host.manifest import Component
 
 log = logging.getLogger("host.sqlite")
 
 SQLITE = "spinhost:sqlite/sqlite@0.1.0"
+DEFAULT_LABEL = "default"  # the only label without a runtime-config table
+DEFAULT_FILE = "sqlite_db.db"  # in the state dir
 
 ACCESS_DENIED = wc.Variant("access-denied")
 INTERRUPTED = "interrupted: the request's deadline has passed"
@@ -202,7 +208,7 @@ class SqliteDatabase:
         self.label = label
         self.path = path
         self.limits = limits or SqliteLimits()
-        self.description = f"sqlite {path}" if path else "sqlite in memory"
+        self.description = describe(path)
         self._memory: sqlite3.Connection | None = None
 
     def connect(self, timeout: float | None = None) -> sqlite3.Connection:
@@ -477,3 +483,54 @@ class Sqlite(Capability):
         except LookupError:
             return Err(wc.Variant("invalid-connection"))
         return conn.execute(statement, [_to_sql(p) for p in parameters])
+
+
+class SqliteFactor(Factor):
+    """Checks each label's database the first time a component is granted it."""
+
+    manifest_keys = ("sqlite_databases",)
+    runtime_config_keys = ("sqlite_database",)
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app)
+        self.limits = app.settings.sqlite_limits
+        self.databases: dict[str, SqliteDatabase] = {}  # by label
+
+    def for_component(self, component: Component) -> Sqlite:
+        return Sqlite(component.id, {label: self._database(component, label)
+                                     for label in component.sqlite_databases})
+
+    def _database(self, component: Component, label: str) -> SqliteDatabase:
+        if label in self.databases:
+            return self.databases[label]
+        runtime_config = self.app.runtime_config
+        config = runtime_config.sqlite_databases.get(label)
+        where = ""
+        if config is not None:
+            path = config.path
+            if runtime_config.path is not None:
+                where = f", [sqlite_database.{label}] in {runtime_config.path}"
+        elif label == DEFAULT_LABEL:
+            state_dir = self.app.settings.state_dir
+            path = state_dir / DEFAULT_FILE if state_dir else None
+        else:
+            in_file = f" in {runtime_config.path}" if runtime_config.path else ""
+            raise ComponentError(
+                f'{self.app.manifest.path}: unknown sqlite_databases label "{label}" for '
+                f'component "{component.id}": only "{DEFAULT_LABEL}" is built in; define '
+                f"[sqlite_database.{label}] in the runtime config{in_file} "
+                "(--runtime-config-file)")
+        database = SqliteDatabase(label, path, self.limits)
+        try:
+            if self.app.check_only and path is not None:
+                check_file(path)  # creates nothing; an in-memory database is checked fully
+            else:
+                database.check()
+        except (sqlite3.Error, OSError, BackendError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f'SQLite database "{label}" (component "{component.id}"{where}): '
+                              f"cannot open {database.description}: {reason}") from None
+        checked = " (checked, not opened)" if self.app.check_only and path is not None else ""
+        self.app.report(f'SQLite database "{label}": {database.description}{checked}')
+        self.databases[label] = database
+        return database

@@ -20,9 +20,10 @@ from typing import Any
 
 import wasmtime.component as wc
 
-from host.capabilities import Capability, Err, Ok
+from host.capabilities import AppContext, Capability, Err, Factor, Ok
 from host.errors import ConfigError
-from host.manifest import Manifest
+from host.manifest import Component, Manifest
+from host.templates import render
 
 CONFIG_STORE = "wasi:config/store@0.2.0-draft-2024-09-27"
 ENV_PREFIX = "SPIN_VARIABLE"
@@ -131,3 +132,19 @@ class Config(Capability):
 
     def get_all(self, store: Any) -> Ok:
         return Ok(self._all)
+
+
+class VariablesFactor(Factor):
+    """Resolves every app variable at start-up; later factors read `values` too."""
+
+    manifest_keys = ("variables",)
+    runtime_config_keys = ("variables_provider",)
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app)
+        providers = [*app.runtime_config.variables_providers, EnvProvider()]
+        self.values = resolve_app_variables(app.manifest, providers)
+
+    def for_component(self, component: Component) -> Config:
+        return Config(component.id, {name: render(template, self.values)
+                                     for name, template in component.variables.items()})

@@ -138,8 +138,7 @@ class ComponentExecutor:
         wasi.env = list(self.environment.items())
         wasi.stdout_custom = self.stdio.stdout
         wasi.stderr_custom = self.stdio.stderr
-        if self.grants.files_root is not None:
-            wasi.preopen_dir(str(self.grants.files_root), "/", fs_mutable=False)
+        self.grants.prepare(wasi)  # e.g. the component's files, read-only at "/"
         store.set_wasi(wasi)
         if self.wasi_http:
             store.set_wasi_http()
@@ -179,9 +178,7 @@ class ComponentExecutor:
         store itself, now and on this thread: a trap's traceback holds the request's
         frame in a reference cycle, which would otherwise keep the store (its memory
         and output callbacks) until a later GC pass or interpreter exit."""
-        key = store_key(instance.store)
-        for capability in self.grants.capabilities:
-            capability.release_store(key)
+        self.grants.release(store_key(instance.store))
         instance.store.close()
 
 

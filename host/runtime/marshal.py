@@ -21,6 +21,12 @@ Two lowering targets share the codecs (`Lowering`):
   frees; nodes are allocated with the C API's own allocators.
 Lifting reads C memory without freeing; the caller frees the top-level value
 exactly once with `wasmtime_component_val_delete`.
+
+Host functions written by hand return values in one canonical form instead:
+results as `Ok`/`Err`, variants always as `wc.Variant` (tagged or not),
+records as tuples in field order, options as the value or None.
+`host_value_adapter(codec)`, built once per host function, turns that form
+into the codec's.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import wasmtime.component as wc
@@ -661,3 +668,71 @@ def compile_type(ty: Any) -> Codec:
     if isinstance(ty, (wc.OwnType, wc.BorrowType)):
         return _Resource(ty)
     raise MarshalError(f"unsupported WIT type {type(ty).__name__}")
+
+# ---------------------------------------------------------------------------
+# Host values: the canonical form host functions return
+
+
+@dataclass(frozen=True)
+class Ok:
+    """`result::ok` as a host function returns it."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Err:
+    """`result::err` as a host function returns it."""
+
+    value: Any = None
+
+
+HostValueAdapter = Callable[[Any], Any]
+
+
+def host_value_adapter(codec: Codec) -> HostValueAdapter | None:
+    """A function turning canonical host values into values `codec` lowers.
+
+    Canonical: results are `Ok`/`Err`, variants `wc.Variant` even where the
+    codec tells cases apart by Python class (untagged), records tuples in
+    field order. None when values of this type need no change. Build it once
+    per host function, not per call.
+    """
+    if isinstance(codec, _FieldList):
+        codec = codec.generic
+    if isinstance(codec, _Variant):
+        payloads = {name: host_value_adapter(c) if c is not None else None
+                    for name, c in codec.cases}
+        if codec.kind == K["OPTION"]:
+            some = payloads["some"]
+            return None if some is None else (lambda v: None if v is None else some(v))
+        tagged = codec.tagged
+
+        def variant(value: Any) -> Any:
+            if isinstance(value, (Ok, Err)):
+                value = wc.Variant("ok" if isinstance(value, Ok) else "err", value.value)
+            inner = payloads.get(value.tag)
+            payload = inner(value.payload) if inner is not None else value.payload
+            return wc.Variant(value.tag, payload) if tagged else payload
+
+        return variant
+    if isinstance(codec, _List):
+        element = host_value_adapter(codec.element)
+        return None if element is None else (lambda v: [element(x) for x in v])
+    if isinstance(codec, _Tuple):
+        parts = [host_value_adapter(c) for c in codec.elements]
+        if not any(parts):
+            return None
+        return lambda v: tuple(p(x) if p else x for p, x in zip(parts, v, strict=True))
+    if isinstance(codec, RecordCodec):
+        # A wc.Record, not the tuple: an untagged variant tells records apart by class.
+        fields = [(name, host_value_adapter(c)) for name, c in codec.fields]
+
+        def record(value: Any) -> wc.Record:
+            out = wc.Record()
+            out.__dict__.update({name: p(x) if p else x
+                                 for (name, p), x in zip(fields, value, strict=True)})
+            return out
+
+        return record
+    return None

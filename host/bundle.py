@@ -20,15 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from host import logs
-from host.errors import ConfigError, HostError
+from host.errors import ConfigError, NotASpinApp
 
 SHIM_LISTEN = "0.0.0.0:80"  # containerd-shim-spin's default
-
-
-class NotASpinApp(HostError):
-    """The container's filesystem has no spin.toml at its root."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

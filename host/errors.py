@@ -1,13 +1,28 @@
 """The host's exception tree.
 
-HostError
- +-- ManifestError      spin.toml is malformed (names file, table, key, value)
- +-- ComponentError     a component cannot be loaded, compiled or instantiated
- +-- BuildError         a `build` command failed
- +-- ConfigError        a command-line flag or environment variable is invalid
+HostError                 start-up and command failures, shown to the user
+ +-- ManifestError        spin.toml is malformed (names file, table, key, value)
+ +-- ComponentError       a component cannot be loaded, compiled or instantiated
+ +-- BuildError           a `build` command failed
+ +-- ConfigError          a command-line flag or environment variable is invalid
+ +-- OciError             an image, layout or registry problem
+ +-- NotASpinApp          a container's filesystem has no spin.toml (exit code 3)
+GuestError                a request failed in its guest: 500, logged, never a traceback
+ +-- GuestTimeout         the guest ran past its deadline: 504
+ +-- OutputTooLarge       a WAGI program printed more than the response limit
+ +-- CgiError             a WAGI program's output is not CGI: carries the status to answer
+BackendError              a key-value store failed; the guest sees it as `error::other`
+MarshalError (TypeError)  a value does not fit the WIT type it crosses the boundary as
 
 Every HostError message is one line meant for the user; the CLI prints it and
-exits non-zero, never with a traceback.
+exits non-zero, never with a traceback. A GuestError is the guest's fault and
+becomes a response in one place (host/server.py). Any other exception raised on
+the request path is a host bug: it is logged with its traceback and answers 500.
+
+Internal errors that never leave their module stay there: `ExportNotFound`
+(host/runtime/abi.py, becomes a ComponentError), `AllowedHostError`
+(host/capabilities/allowed_hosts.py, becomes a ManifestError or ConfigError),
+`DeadlineExceeded` (host/deadline.py, becomes the host call's error value).
 """
 
 from __future__ import annotations
@@ -37,3 +52,42 @@ class BuildError(HostError):
 
 class ConfigError(HostError):
     """A flag or environment variable has an invalid value."""
+
+
+class OciError(HostError):
+    """An image, layout or registry problem: tampered blob, unknown tag, refused login..."""
+
+
+class NotASpinApp(HostError):
+    """The container's filesystem has no spin.toml at its root."""
+
+    exit_code = 3
+
+
+class GuestError(Exception):
+    """The guest trapped or broke the interface contract."""
+
+
+class GuestTimeout(GuestError):
+    """The guest ran past its execution deadline (epoch interruption)."""
+
+
+class OutputTooLarge(GuestError):
+    """The program printed more than the response limit; it was stopped there."""
+
+
+class CgiError(GuestError):
+    """The program's output is not a valid CGI response; carries the status to answer."""
+
+    def __init__(self, message: str, status: int, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class BackendError(Exception):
+    """A storage failure, reported to the guest as `other(message)`."""
+
+
+class MarshalError(TypeError):
+    """A value does not fit the WIT type it is lowered to or lifted from."""

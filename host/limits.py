@@ -166,3 +166,26 @@ class KeyValueLimits:
     # SQLite backend: keys per list-keys page (Redis: `redis.scan_count`).
     page_size: int = 1000
     redis: RedisLimits = RedisLimits()
+
+
+@dataclass(frozen=True)
+class OciLimits:
+    """Bounds on OCI images and registry traffic (`host oci build|push|pull`, `host up REF`).
+
+    Passed as `limits=` to `LocalLayout`, `RegistryClient`, `push`, `pull` and
+    `resolve_app` (host/oci/); these defaults apply when none is given.
+    """
+
+    # A manifest, index or `oci-layout`/`index.json` read into memory; registries
+    # must accept manifests of at least 4 MiB, so real ones fit.
+    max_manifest_bytes: int = 4 * MiB
+    # What one image may unpack to: a small gzip layer can decompress to a huge
+    # tree, and an app image is .wasm files and assets, not a disk.
+    max_unpacked_bytes: int = 1024 * MiB
+    max_unpacked_entries: int = 100_000
+    # Registry requests. Connecting and waiting for a pooled connection are quick
+    # or broken; reads and writes allow for slow links moving multi-MiB layers.
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 60.0
+    write_timeout_seconds: float = 60.0
+    pool_timeout_seconds: float = 10.0

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from host.app import App, Executor
-from host.executors.component import ComponentExecutor, GuestError, GuestTimeout
-from host.executors.wagi import CgiError
+from host.errors import CgiError, GuestError, GuestTimeout
+from host.executors.component import ComponentExecutor
 from host.fields import is_field_name, is_field_value
 from host.limits import HttpLimits
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch

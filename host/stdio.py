@@ -6,7 +6,6 @@ As in Spin, output goes to `LOG_DIR/<component>_stdout.txt` and `_stderr.txt`
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -61,7 +60,3 @@ class ComponentStdio:
             for f in self._files.values():
                 f.close()
             self._files.clear()
-
-
-def terminal() -> TextIO:
-    return sys.stdout

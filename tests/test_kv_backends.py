@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from host.backends import BackendError, KeyValueBackend
+from host.backends import KeyValueBackend
 from host.backends.redis import RedisKeyValue, redact_url
 from host.backends.sqlite import SqliteKeyValue
 from host.deadline import request_deadline
+from host.errors import BackendError
 from host.limits import KeyValueLimits
 from tests.loopback import free_port
 from tests.redis_server import flush

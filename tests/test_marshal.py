@@ -18,8 +18,8 @@ import wasmtime.component as wc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from host.errors import MarshalError
 from host.runtime.calls import TypedFunc, define_func
-from host.runtime.marshal import MarshalError
 from tests import wat
 
 TYPES = {

@@ -25,20 +25,15 @@ import pytest
 
 from host.capabilities.files import stage_files
 from host.cli import main as cli_main
-from host.errors import ConfigError
+from host.errors import ConfigError, OciError
+from host.limits import OciLimits
 from host.manifest import load_manifest
-from host.oci import OciError
 from host.oci.image import build_image
-from host.oci.layout import (
-    MEDIA_LAYER_GZIP,
-    MEDIA_MANIFEST,
-    Descriptor,
-    LayoutWriter,
-    LocalLayout,
-    canonical_json,
-)
+from host.oci.layout import LocalLayout
 from host.oci.registry import RegistryClient, parse_reference, pull, push
+from host.oci.spec import MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Descriptor, canonical_json
 from host.oci.store import resolve_app
+from host.oci.writer import LayoutWriter
 from tests.conftest import HostProcess, run_host, write_app
 from tests.loopback import free_port
 from tests.oci_registry import (  # noqa: F401 - oci_registry_fixture provides `oci_registry`
@@ -292,6 +287,28 @@ def test_resolve_app_from_layout_dir_and_tar(make_app: MakeApp, tmp_path: Path) 
                   if p.is_file()) == list(EXPECTED_FILES)
     with pytest.raises(OciError, match="no image tagged 'v3'; tags: v2"):
         resolve_app(f"{tmp_path / 'layout'}:v3", cache)
+
+
+@pytest.mark.parametrize(("limits", "message"), [
+    (OciLimits(max_manifest_bytes=100), "is larger than 100 bytes"),
+    (OciLimits(max_unpacked_entries=2), "unpacks to more than .* or 2 entries"),
+    (OciLimits(max_unpacked_bytes=10), "unpacks to more than 10 bytes"),
+])
+def test_oci_limits_apply(make_app: MakeApp, tmp_path: Path, limits: OciLimits,
+                          message: str) -> None:
+    build_image(make_app(), tmp_path / "layout")
+    with pytest.raises(OciError, match=message):
+        resolve_app(str(tmp_path / "layout"), tmp_path / "cache", limits=limits)
+    assert not (tmp_path / "cache" / "oci" / "apps").exists() or not any(
+        p for p in (tmp_path / "cache" / "oci" / "apps").iterdir() if not p.name.startswith("."))
+
+
+def test_registry_timeouts_come_from_oci_limits() -> None:
+    limits = OciLimits(connect_timeout_seconds=1.5, read_timeout_seconds=2.5,
+                       write_timeout_seconds=3.5, pool_timeout_seconds=4.5)
+    with RegistryClient(parse_reference("localhost:5000/apps/x:v1"), limits=limits) as client:
+        timeout = client._client.timeout
+    assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (1.5, 2.5, 3.5, 4.5)
 
 
 def test_concurrent_resolves_share_one_unpacked_copy(make_app: MakeApp, tmp_path: Path) -> None:

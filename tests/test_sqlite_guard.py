@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import wasmtime.component as wc
 
-from host.backends import BackendError
 from host.backends.sqlite import SqliteKeyValue
 from host.capabilities import Err, Ok
 from host.capabilities.sqlite import (
@@ -34,6 +33,7 @@ from host.capabilities.sqlite import (
     refusal,
 )
 from host.deadline import request_deadline
+from host.errors import BackendError
 from host.limits import SqliteLimits
 
 ROOT = Path(__file__).resolve().parent.parent

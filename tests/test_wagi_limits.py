@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from host.executors.wagi import OutputTooLarge, WagiExecutor, WagiProgram
+from host.errors import OutputTooLarge
+from host.executors.wagi import WagiExecutor, WagiProgram
 from host.limits import HttpLimits
 from host.runtime.abi import HttpRequest
 from host.runtime.engine import Engine

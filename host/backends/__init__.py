@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+from host.errors import BackendError
+
 if TYPE_CHECKING:
     from host.limits import KeyValueLimits
     from host.runtime_config import KeyValueStoreConfig
@@ -32,10 +34,6 @@ KEY_VALUE_TYPES = {
     "spin": "host.backends.sqlite:SqliteKeyValue",
     "redis": "host.backends.redis:RedisKeyValue",
 }
-
-
-class BackendError(Exception):
-    """A storage failure, reported to the guest as `other(message)`."""
 
 
 class KeyValueBackend(Protocol):

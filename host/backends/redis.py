@@ -34,8 +34,8 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeout
 from redis.retry import Retry
 
-from host.backends import BackendError
 from host.deadline import DeadlineExceeded, expired, time_left
+from host.errors import BackendError
 from host.limits import KeyValueLimits, RedisLimits
 
 if TYPE_CHECKING:

@@ -22,8 +22,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from host.backends import BackendError, check_file
+from host.backends import check_file
 from host.deadline import DeadlineExceeded, expired, time_left
+from host.errors import BackendError
 from host.limits import KeyValueLimits
 
 if TYPE_CHECKING:

@@ -30,7 +30,6 @@ records); `host.runtime.marshal.host_value_adapter` converts them.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 import threading
@@ -44,6 +43,7 @@ import wasmtime.component as wc
 from host.errors import ComponentError
 from host.runtime.calls import define_func, import_func_types
 from host.runtime.marshal import Err, Ok, compile_type, host_value_adapter
+from host.runtime.wasmtime_private import context_address
 
 if TYPE_CHECKING:
     from host.app import AppSettings
@@ -63,7 +63,7 @@ _resource_type_ids = itertools.count(1)
 
 def store_key(store: Any) -> int:
     """The address of a store's context: one per live store, the same in host calls."""
-    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+    return context_address(store)
 
 
 class ResourceTable(Generic[T]):

@@ -23,10 +23,10 @@ from typing import Any
 
 import wasmtime.component as wc
 
-from host.backends import BackendError, KeyValueBackend, key_value_type
+from host.backends import KeyValueBackend, key_value_type
 from host.backends.sqlite import SqliteKeyValue
 from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
-from host.errors import ConfigError
+from host.errors import BackendError, ConfigError
 from host.limits import KeyValueLimits
 from host.manifest import Component
 

@@ -37,11 +37,11 @@ from typing import Any, cast
 
 import wasmtime.component as wc
 
-from host.backends import BackendError, check_file
+from host.backends import check_file
 from host.backends.sqlite import describe
 from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
 from host.deadline import DeadlineExceeded, expired, time_left
-from host.errors import ComponentError, ConfigError
+from host.errors import BackendError, ComponentError, ConfigError
 from host.limits import SqliteLimits
 from host.manifest import Component
 

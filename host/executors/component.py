@@ -18,7 +18,7 @@ import wasmtime.component as wc
 
 from host.capabilities import store_key
 from host.deadline import request_deadline
-from host.errors import ComponentError
+from host.errors import ComponentError, GuestError, GuestTimeout, MarshalError
 from host.grants import ComponentGrants
 from host.limits import DEFAULT_POOL_SIZE, Limits
 from host.runtime import abi
@@ -36,14 +36,6 @@ class _Instance:
     store: wasmtime.Store
     handler: abi.BoundHandler
     uses: int = 0
-
-
-class GuestError(Exception):
-    """The guest trapped or broke the interface contract."""
-
-
-class GuestTimeout(GuestError):
-    """The guest ran past its execution deadline (epoch interruption)."""
 
 
 class ComponentExecutor:
@@ -72,8 +64,11 @@ class ComponentExecutor:
         self.limits = limits or Limits()
         try:
             self.export = abi.HandlerExport.find(self.component, engine.wasmtime)
-        except abi.ExportNotFound:
+        except abi.ExportNotFound as exc:
             exports = abi.exported_names(self.component, engine.wasmtime)
+            if abi.INCOMING_HANDLER in exports:
+                raise ComponentError(f'component "{component_id}": {exc}; rebuild it '
+                                     "against wit/") from None
             hint = ""
             if any(e.startswith("wasi:http/incoming-handler") for e in exports):
                 hint = (
@@ -167,7 +162,7 @@ class ComponentExecutor:
             return response
         except wasmtime.WasmtimeError as exc:
             raise guest_failure(exc, self.limits) from None
-        except (TypeError, ValueError, AttributeError) as exc:
+        except MarshalError as exc:
             raise GuestError(f"invalid response from guest: {exc}") from None
         finally:
             if not reused:

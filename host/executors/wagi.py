@@ -26,14 +26,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import wasmtime
-from wasmtime import _ffi as ffi
 
-from host.errors import ComponentError
-from host.executors.component import GuestError, guest_failure, trap_reason
+from host.errors import CgiError, ComponentError, GuestError, OutputTooLarge
+from host.executors.component import guest_failure, trap_reason
 from host.fields import is_field_name
 from host.limits import HttpLimits, Limits
 from host.runtime.abi import HttpRequest, HttpResponse
 from host.runtime.engine import Engine, LoadedComponent
+from host.runtime.wasmtime_private import set_stdin_bytes
 from host.stdio import ComponentStdio
 
 log = logging.getLogger("host.wagi")
@@ -59,19 +59,6 @@ _IOV_MAX = 1024  # iovecs one call may name (POSIX's IOV_MAX; wasi-libc's writev
 _MAX_WRITE_BYTES = 1024 * 1024
 _IOVEC = struct.Struct("<II")  # ciovec: buf, buf_len
 _U32 = struct.Struct("<I")
-
-
-class OutputTooLarge(GuestError):
-    """The program printed more than the response limit; it was stopped there."""
-
-
-class CgiError(GuestError):
-    """The program's output is not a valid CGI response; carries the status to answer."""
-
-    def __init__(self, message: str, status: int, body: bytes = b"") -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
 
 
 def argv_for(template: str, path: str, query: str) -> list[str]:
@@ -264,7 +251,7 @@ class WagiExecutor:
         env = dict(self.program.environment)
         env.update(cgi_environment(request))
         wasi.env = list(env.items())
-        _set_stdin_bytes(wasi, request.body)
+        set_stdin_bytes(wasi, request.body)
         # stdout and stderr are left to wasmtime's default (discard): fd_write below
         # takes the program's writes to fds 1 and 2 before they get there.
         if self.files_root is not None:
@@ -346,10 +333,3 @@ class WagiExecutor:
         _U32.pack_into(view, nwritten, len(data))
         return 0
 
-
-def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
-    """stdin from memory (the C API has it; wasmtime-py 50 only offers files)."""
-    vec = ffi.wasm_byte_vec_t()
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data),
-                          ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
-    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), vec)  # takes ownership of the bytes

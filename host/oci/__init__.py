@@ -5,20 +5,19 @@ An image holds one gzip tar layer with the app directory as its root
 optionally `/runtime-config.toml`): the shape containerd-shim-spin loads from
 an ordinary container image, so Kubernetes can ship spinhost apps as images.
 
+- `spec.py`: media types, descriptors, manifests and indexes (parsing, no I/O).
+- `digest.py`: sha256 digests; blobs checked against their descriptor as they pass.
+- `archive.py`: reproducible tar and gzip.
+- `atomic.py`: temporary names renamed into place; OS errors as `OciError`.
+- `layout.py`: reading an image layout (directory or `.tar`), every blob verified.
+- `writer.py`: writing an image layout atomically.
 - `image.py`: app -> OCI image layout (directory or `.tar`), reproducibly.
-- `layout.py`: media types, digests, reading and writing image layouts.
 - `registry.py`: the OCI distribution API (push, pull, auth).
 - `store.py`: a reference or layout -> a verified, unpacked app on disk.
 - `cli.py`: `host oci build | push | pull`.
 
 Every blob is checked against its sha256 digest wherever it comes from; a
-mismatch is refused before anything reaches its destination.
+mismatch is refused before anything reaches its destination. Failures are
+`host.errors.OciError`; size caps and registry timeouts are
+`host.limits.OciLimits`.
 """
-
-from __future__ import annotations
-
-from host.errors import HostError
-
-
-class OciError(HostError):
-    """An image, layout or registry problem: tampered blob, unknown tag, refused login..."""

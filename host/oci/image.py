@@ -21,7 +21,10 @@ from pathlib import Path, PurePosixPath
 from host.capabilities.files import FileSelection, stage_files
 from host.errors import ConfigError
 from host.manifest import Component, FileMapping, FileSource, Manifest, UrlSource, load_manifest
-from host.oci.layout import (
+from host.oci.archive import gzip_file, write_tar
+from host.oci.atomic import os_errors
+from host.oci.digest import file_digest
+from host.oci.spec import (
     ANNOTATION_REF_NAME,
     ANNOTATION_TITLE,
     ANNOTATION_VERSION,
@@ -31,14 +34,10 @@ from host.oci.layout import (
     WASM_ARCHITECTURE,
     WASM_OS,
     Descriptor,
-    LayoutWriter,
     canonical_json,
     check_tag,
-    file_digest,
-    gzip_file,
-    os_errors,
-    write_tar,
 )
+from host.oci.writer import LayoutWriter
 
 MANIFEST_NAME = "spin.toml"  # where containerd-shim-spin and `resolve_app` look
 RUNTIME_CONFIG_NAME = "runtime-config.toml"

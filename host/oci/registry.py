@@ -20,36 +20,29 @@ from types import TracebackType
 import httpx
 
 from host import __version__
-from host.oci import OciError
-from host.oci.layout import (
+from host.errors import OciError
+from host.limits import OciLimits
+from host.oci.atomic import os_errors, temp_file
+from host.oci.digest import CHUNK_BYTES, BlobCheck, file_digest, sha256_digest
+from host.oci.layout import LocalLayout
+from host.oci.spec import (
     ANNOTATION_REF_NAME,
-    CHUNK_BYTES,
     DOCKER_INDEX,
     DOCKER_MANIFEST,
     INDEX_TYPES,
-    MAX_MANIFEST_BYTES,
     MEDIA_INDEX,
     MEDIA_MANIFEST,
-    BlobCheck,
     Descriptor,
     ImageManifest,
-    LayoutWriter,
-    LocalLayout,
     check_tag,
     digest_hex,
-    file_digest,
     media_type_of,
-    os_errors,
     parse_index,
     parse_manifest,
     select_platform,
-    sha256_digest,
-    temp_file,
 )
+from host.oci.writer import LayoutWriter
 
-# Every request: connecting and waiting for a pooled connection are quick or
-# broken; reads and writes allow for slow links moving multi-MiB layers.
-TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
 USERNAME_ENV = "SPINHOST_REGISTRY_USERNAME"
 PASSWORD_ENV = "SPINHOST_REGISTRY_PASSWORD"
 DEFAULT_TAG = "latest"
@@ -134,15 +127,20 @@ class RegistryClient:
 
     def __init__(self, ref: Reference, insecure: bool | None = None,
                  username: str | None = None, password: str | None = None,
-                 push: bool = False) -> None:
+                 push: bool = False, limits: OciLimits | None = None) -> None:
         self.ref = ref
+        self.limits = limits = limits or OciLimits()
         plain = ref.host in LOOPBACK_HOSTS if insecure is None else insecure
         self.base = f"{'http' if plain else 'https'}://{ref.registry}/v2/{ref.repository}"
         self.username = username if username is not None else os.environ.get(USERNAME_ENV)
         self.password = password if password is not None else os.environ.get(PASSWORD_ENV)
         self.scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
         self._authorization: str | None = None
-        self._client = httpx.Client(timeout=TIMEOUT, follow_redirects=True,
+        timeout = httpx.Timeout(connect=limits.connect_timeout_seconds,
+                                read=limits.read_timeout_seconds,
+                                write=limits.write_timeout_seconds,
+                                pool=limits.pool_timeout_seconds)
+        self._client = httpx.Client(timeout=timeout, follow_redirects=True,
                                     headers={"User-Agent": f"spinhost/{__version__}"})
 
     def close(self) -> None:
@@ -278,9 +276,9 @@ class RegistryClient:
             try:
                 for chunk in response.iter_bytes(CHUNK_BYTES):
                     size += len(chunk)
-                    if size > MAX_MANIFEST_BYTES:
+                    if size > self.limits.max_manifest_bytes:
                         raise OciError(f"{self.ref}: manifest {target} is larger than "
-                                       f"{MAX_MANIFEST_BYTES} bytes; refusing it")
+                                       f"{self.limits.max_manifest_bytes} bytes; refusing it")
                     chunks.append(chunk)
             except httpx.HTTPError as exc:
                 raise OciError(f"{self.ref}: reading manifest {target} failed: {exc}") from None
@@ -378,14 +376,14 @@ class PushResult:
 
 
 def push(layout: Path, ref: str, insecure: bool | None = None, username: str | None = None,
-         password: str | None = None) -> PushResult:
+         password: str | None = None, limits: OciLimits | None = None) -> PushResult:
     """Push the image of `layout` (directory or `.tar`) to `ref`.
 
     A layout with one image pushes that one; with several, the one tagged like `ref`.
     Blobs the registry already has are not sent again.
     """
     reference = parse_reference(ref)
-    with os_errors(str(layout)), LocalLayout(layout) as source:
+    with os_errors(str(layout)), LocalLayout(layout, limits) as source:
         tag = None if len(source.index()) == 1 else reference.tag
         manifest = source.manifest(tag)
         if reference.digest and reference.digest != manifest.digest:
@@ -393,10 +391,11 @@ def push(layout: Path, ref: str, insecure: bool | None = None, username: str | N
                            f"{reference.digest}")
         source.verify(manifest)  # a tampered layout is refused before anything is sent
         uploaded = 0
-        with RegistryClient(reference, insecure, username, password, push=True) as client:
+        with RegistryClient(reference, insecure, username, password, push=True,
+                            limits=limits) as client:
             for blob in manifest.blobs:
                 if not client.has_blob(blob):
-                    client.upload_blob(blob, source.read_blob(blob, limit=None))
+                    client.upload_blob(blob, source.read_blob(blob, bounded=False))
                     uploaded += 1
             client.put_manifest(manifest, reference.digest or reference.tag or DEFAULT_TAG)
     size = manifest.descriptor.size + sum(b.size for b in manifest.blobs)
@@ -404,13 +403,14 @@ def push(layout: Path, ref: str, insecure: bool | None = None, username: str | N
 
 
 def pull(ref: str, dest_layout_dir: Path, insecure: bool | None = None,
-         username: str | None = None, password: str | None = None) -> str:
+         username: str | None = None, password: str | None = None,
+         limits: OciLimits | None = None) -> str:
     """Pull `ref` into an image layout directory (replacing one there); return its digest.
 
     Nothing reaches `dest_layout_dir` unless every blob verified.
     """
     reference = parse_reference(ref)
-    with RegistryClient(reference, insecure, username, password) as client:
+    with RegistryClient(reference, insecure, username, password, limits=limits) as client:
         manifest = client.get_manifest()
         with os_errors(str(dest_layout_dir)), LayoutWriter(dest_layout_dir) as writer:
             for blob in manifest.blobs:

@@ -20,28 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from host.oci import OciError
+from host.errors import OciError
+from host.limits import OciLimits
+from host.oci.atomic import DIR_MODE, FILE_MODE, os_errors, temp_dir, temp_file
+from host.oci.digest import CHUNK_BYTES, VerifyingReader
 from host.oci.image import MANIFEST_NAME, RUNTIME_CONFIG_NAME
-from host.oci.layout import (
-    CHUNK_BYTES,
-    DIR_MODE,
-    FILE_MODE,
-    GZIP_LAYER_TYPES,
-    TAR_LAYER_TYPES,
-    Descriptor,
-    ImageManifest,
-    LocalLayout,
-    VerifyingReader,
-    check_tag,
-    os_errors,
-    temp_dir,
-    temp_file,
-)
+from host.oci.layout import LocalLayout
 from host.oci.registry import REF_SYNTAX, RegistryClient, parse_reference
+from host.oci.spec import GZIP_LAYER_TYPES, TAR_LAYER_TYPES, Descriptor, ImageManifest, check_tag
 from host.runtime.engine import default_cache_dir as _compile_cache_dir
-
-MAX_UNPACKED_BYTES = 1024 * 1024 * 1024  # an app image is .wasm files and assets, not a disk
-MAX_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -60,7 +47,8 @@ def default_cache_dir() -> Path:
 
 
 def resolve_app(ref_or_layout: str, cache_dir: Path, insecure: bool | None = None,
-                username: str | None = None, password: str | None = None) -> ResolvedApp:
+                username: str | None = None, password: str | None = None,
+                limits: OciLimits | None = None) -> ResolvedApp:
     """The app of a layout (`PATH` or `PATH:TAG`, directory or `.tar`) or registry reference.
 
     Layouts are read in place, every blob verified; references are pulled into
@@ -68,18 +56,19 @@ def resolve_app(ref_or_layout: str, cache_dir: Path, insecure: bool | None = Non
     is unpacked once per manifest digest under `cache_dir/oci/apps/`.
     """
     with os_errors(f"{ref_or_layout} (cache {cache_dir})"):
-        return _resolve(ref_or_layout, cache_dir, insecure, username, password)
+        return _resolve(ref_or_layout, cache_dir, insecure, username, password, limits)
 
 
 def _resolve(ref_or_layout: str, cache_dir: Path, insecure: bool | None,
-             username: str | None, password: str | None) -> ResolvedApp:
+             username: str | None, password: str | None,
+             limits: OciLimits | None) -> ResolvedApp:
     apps_dir = cache_dir / "oci" / "apps"
     local, tag = _local_layout(ref_or_layout)
     if local is not None:
-        with LocalLayout(local) as layout:
+        with LocalLayout(local, limits) as layout:
             manifest = layout.manifest(tag)
             layout.verify(manifest)
-            app_dir = unpack_app(manifest, layout.open_blob, apps_dir, str(local))
+            app_dir = unpack_app(manifest, layout.open_blob, apps_dir, str(local), limits)
         return _resolved(app_dir, manifest.digest, str(local.resolve()))
     try:
         reference = parse_reference(ref_or_layout)
@@ -91,7 +80,7 @@ def _resolve(ref_or_layout: str, cache_dir: Path, insecure: bool | None,
         if (app_dir / MANIFEST_NAME).is_file():
             return _resolved(app_dir, reference.digest, str(reference))
     blob_dir = cache_dir / "oci" / "blobs" / "sha256"
-    with RegistryClient(reference, insecure, username, password) as client:
+    with RegistryClient(reference, insecure, username, password, limits=limits) as client:
         manifest = client.get_manifest()
         app_dir = apps_dir / manifest.descriptor.hex
         if not (app_dir / MANIFEST_NAME).is_file():
@@ -104,7 +93,7 @@ def _resolve(ref_or_layout: str, cache_dir: Path, insecure: bool | None,
                 raw = (blob_dir / descriptor.hex).open("rb")
                 return VerifyingReader(raw, descriptor, str(reference))
 
-            app_dir = unpack_app(manifest, open_blob, apps_dir, str(reference))
+            app_dir = unpack_app(manifest, open_blob, apps_dir, str(reference), limits)
     return _resolved(app_dir, manifest.digest, str(reference))
 
 
@@ -136,7 +125,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def unpack_app(manifest: ImageManifest, open_blob: Callable[[Descriptor], VerifyingReader],
-               apps_dir: Path, where: str) -> Path:
+               apps_dir: Path, where: str, limits: OciLimits | None = None) -> Path:
     """`apps_dir/<manifest hex>/` with the image's layers applied in order (once).
 
     Built in a temporary directory and renamed into place: a concurrent process
@@ -148,7 +137,7 @@ def unpack_app(manifest: ImageManifest, open_blob: Callable[[Descriptor], Verify
     apps_dir.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(apps_dir, ".tmp-")
     try:
-        budget = _Budget(where)
+        budget = _Budget(where, limits or OciLimits())
         for layer in manifest.layers:
             reader = open_blob(layer)
             try:
@@ -175,17 +164,19 @@ def unpack_app(manifest: ImageManifest, open_blob: Callable[[Descriptor], Verify
 class _Budget:
     """Caps what one image may unpack: a small layer can decompress to a huge tree."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, limits: OciLimits) -> None:
         self.where = where
+        self.max_bytes = limits.max_unpacked_bytes
+        self.max_entries = limits.max_unpacked_entries
         self.bytes = 0
         self.entries = 0
 
     def take(self, size: int) -> None:
         self.bytes += size
         self.entries += 1
-        if self.bytes > MAX_UNPACKED_BYTES or self.entries > MAX_ENTRIES:
-            raise OciError(f"{self.where}: the image unpacks to more than {MAX_UNPACKED_BYTES} "
-                           f"bytes or {MAX_ENTRIES} entries; refusing it")
+        if self.bytes > self.max_bytes or self.entries > self.max_entries:
+            raise OciError(f"{self.where}: the image unpacks to more than {self.max_bytes} "
+                           f"bytes or {self.max_entries} entries; refusing it")
 
 
 def _safe_path(name: str, layer: Descriptor, where: str) -> PurePosixPath | None:

@@ -15,8 +15,9 @@ from typing import Any
 import wasmtime
 import wasmtime.component as wc
 
-from host.runtime.calls import TypedFunc, context_address, export_func_type
+from host.runtime.calls import TypedFunc, export_func_type
 from host.runtime.marshal import RecordCodec
+from host.runtime.wasmtime_private import context_address
 
 WIT_PACKAGE = "spinhost:http@0.1.0"
 INCOMING_HANDLER = "spinhost:http/incoming-handler@0.1.0"
@@ -67,9 +68,15 @@ class HandlerExport:
         func = component.get_export_index(HANDLE, interface) if interface else None
         if func is None:
             raise ExportNotFound(f"{INCOMING_HANDLER}#{HANDLE}")
-        typed = TypedFunc(export_func_type(component, engine, INCOMING_HANDLER, HANDLE))
-        if not isinstance(typed.result, RecordCodec) or len(typed.params) != 1:
-            raise ExportNotFound(f"{INCOMING_HANDLER}#{HANDLE} with the expected signature")
+        fty = export_func_type(component, engine, INCOMING_HANDLER, HANDLE)
+        signature = describe_func(fty)
+        if signature != HANDLE_SIGNATURE:
+            # Checked once here, so every value lifted per request has the shape
+            # call_handler unpacks: a mismatch is a start-up error, not a 500.
+            raise ExportNotFound(f"{INCOMING_HANDLER}#{HANDLE} is `{signature}`, not "
+                                 f"`{HANDLE_SIGNATURE}` (the world in wit/, {WIT_PACKAGE})")
+        typed = TypedFunc(fty)
+        assert isinstance(typed.result, RecordCodec)
         return cls(func, typed, typed.result.lift_tuple)
 
     def bind(self, store: wasmtime.Store, instance: wc.Instance) -> BoundHandler:
@@ -89,6 +96,46 @@ class BoundHandler:
     store: wasmtime.Store
     func: wc.Func
     context: int
+
+
+def describe_func(fty: wc.FuncType) -> str:
+    """A function type in WIT-like text, names included, e.g. `func(x: u16) -> string`."""
+    params = ", ".join(f"{name}: {describe_type(ty)}" for name, ty in fty.params)
+    result = f" -> {describe_type(fty.result)}" if fty.result is not None else ""
+    return f"func({params}){result}"
+
+
+def describe_type(ty: Any) -> str:
+    """A component value type in WIT-like text, structurally (records spelled out)."""
+    if isinstance(ty, wc.ListType):
+        return f"list<{describe_type(ty.element)}>"
+    if isinstance(ty, wc.OptionType):
+        return f"option<{describe_type(ty.payload)}>"
+    if isinstance(ty, wc.TupleType):
+        return f"tuple<{', '.join(describe_type(t) for t in ty.elements)}>"
+    if isinstance(ty, wc.RecordType):
+        return "record { " + ", ".join(f"{n}: {describe_type(t)}" for n, t in ty.fields) + " }"
+    if isinstance(ty, wc.VariantType):
+        cases = (name if t is None else f"{name}({describe_type(t)})" for name, t in ty.cases)
+        return "variant { " + ", ".join(cases) + " }"
+    if isinstance(ty, wc.ResultType):
+        return f"result<{describe_type(ty.ok) if ty.ok else '_'}, " \
+               f"{describe_type(ty.err) if ty.err else '_'}>"
+    if isinstance(ty, wc.EnumType):
+        return "enum { " + ", ".join(ty.names) + " }"
+    if isinstance(ty, wc.FlagsType):
+        return "flags { " + ", ".join(ty.names) + " }"
+    return type(ty).__name__.lower()  # scalars: U16 -> u16, String -> string
+
+
+_HEADERS = "list<tuple<string, list<u8>>>"
+HANDLE_SIGNATURE = (
+    "func(request: record { method: variant { get, head, post, put, delete, connect, "
+    "options, trace, patch, other(string) }, scheme: option<variant { HTTP, HTTPS, "
+    "other(string) }>, authority: option<string>, path-with-query: option<string>, "
+    f"headers: {_HEADERS}, body: list<u8> }}) -> record {{ status: u16, headers: {_HEADERS}, "
+    "body: list<u8> }"
+)
 
 
 def exported_names(component: wc.Component, engine: wasmtime.Engine) -> list[str]:

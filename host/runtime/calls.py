@@ -14,10 +14,16 @@ from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
-from wasmtime import _ffi as ffi
-from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
 
 from host.runtime.marshal import VAL_SIZE, Arena, Codec, Heap, compile_type
+from host.runtime.wasmtime_private import (
+    catch_exceptions,
+    context_address,
+    error_from_ptr,
+    ffi,
+    func_address,
+    maybe_raise_last_exn,
+)
 
 _c_void_p = ctypes.c_void_p
 _func_call = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_void_p, _c_void_p, ctypes.c_size_t,
@@ -30,13 +36,9 @@ _addressof = ctypes.addressof
 
 
 def _raise(err: int) -> None:
-    error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+    error = error_from_ptr(err)
     maybe_raise_last_exn()  # a Python exception raised inside a host import wins
     raise error
-
-
-def context_address(store: wasmtime.Store) -> int:
-    return ctypes.cast(store._context(), _c_void_p).value or 0
 
 
 class TypedFunc:
@@ -63,7 +65,7 @@ class TypedFunc:
         raddr = _addressof(results)
         has_result = self.result is not None
         ctx = context if context is not None else context_address(store)
-        fptr = _addressof(func._func)
+        fptr = func_address(func)
         try:
             view, addr = arena.vals(n)
             for i in range(n):
@@ -151,4 +153,4 @@ def define_func(instance: wc.LinkerInstance, name: str, fty: wc.FuncType,
         instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), _trampoline,
         key, _finalize)
     if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
+        raise error_from_ptr(err)

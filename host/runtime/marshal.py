@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import wasmtime.component as wc
-from wasmtime import _ffi as ffi
+
+from host.errors import MarshalError
+from host.runtime.wasmtime_private import ffi
 
 VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)  # 32
 ENTRY_SIZE = ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t)  # 48
@@ -63,10 +65,6 @@ _Q = struct.Struct("<Q")
 _U8_KIND = bytes((K["U8"],))
 
 _string_at = ctypes.string_at
-
-
-class MarshalError(TypeError):
-    """A Python value does not fit the WIT type it is lowered to."""
 
 
 # ---------------------------------------------------------------------------
@@ -668,6 +666,7 @@ def compile_type(ty: Any) -> Codec:
     if isinstance(ty, (wc.OwnType, wc.BorrowType)):
         return _Resource(ty)
     raise MarshalError(f"unsupported WIT type {type(ty).__name__}")
+
 
 # ---------------------------------------------------------------------------
 # Host values: the canonical form host functions return

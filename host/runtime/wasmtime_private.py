@@ -1,0 +1,57 @@
+"""Every private piece of wasmtime-py the host relies on, behind one small module.
+
+The host calls the wasmtime C API directly where wasmtime-py's public API is
+too slow (typed component calls, host imports: host/runtime/calls.py and
+marshal.py) or lacks a feature (stdin from memory for WAGI). That needs
+wasmtime-py internals, which may change in any release: they are named here
+and nowhere else, and tests/test_wasmtime_private.py checks each one's shape,
+so a wasmtime-py upgrade that changes them fails that test by name instead of
+crashing a request. (marshal.py also calls `ValType._tagged()` and the
+resource types' `convert_to_c`/`convert_from_c`; the test checks those too.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+from wasmtime import _ffi as ffi  # the ctypes bindings of the C API
+from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
+
+__all__ = [
+    "catch_exceptions",
+    "context_address",
+    "error_from_ptr",
+    "ffi",
+    "func_address",
+    "maybe_raise_last_exn",
+    "set_stdin_bytes",
+]
+
+
+def context_address(store: wasmtime.Store | wasmtime.StoreContext) -> int:
+    """The address of a store's `wasmtime_context_t`: what raw C calls take, and a
+    key that is the same for the store in every host call it makes."""
+    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+
+
+def func_address(func: wc.Func) -> int:
+    """The address of a component function's `wasmtime_component_func_t`."""
+    return ctypes.addressof(func._func)
+
+
+def error_from_ptr(ptr: Any) -> wasmtime.WasmtimeError:
+    """Take ownership of a `wasmtime_error_t *` as a WasmtimeError (int or pointer)."""
+    if isinstance(ptr, int):
+        ptr = ctypes.cast(ptr, ctypes.POINTER(ffi.wasmtime_error_t))
+    return wasmtime.WasmtimeError._from_ptr(ptr)
+
+
+def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """stdin from memory (the C API has it; wasmtime-py only offers files)."""
+    vec = ffi.wasm_byte_vec_t()
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data),
+                          ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), vec)  # takes ownership of the bytes

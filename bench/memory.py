@@ -42,6 +42,7 @@ from bench.hostproc import host_up_help
 from tests import wat
 from tests.apps import built_app
 from tests.conftest import HostProcess, write_app
+from tests.procmem import peak_growth, reset_peak
 
 MiB = 1024 * 1024
 TIMEOUT = 300.0
@@ -86,23 +87,6 @@ source = "probe.wasm"
 key_value_stores = ["default"]
 sqlite_databases = ["default"]
 """
-
-
-def vm_kib(pid: int, field: str) -> int:
-    """A `Vm*` line of /proc/PID/status, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
-def reset_peak(pid: int) -> int:
-    """Lower the high-water mark to the current RSS (`clear_refs` 5); return it in KiB.
-
-    Without this, start-up's own peak (loading compiled components) hides any
-    request that needs less than it did."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return vm_kib(pid, "VmHWM")
 
 
 @dataclass
@@ -158,7 +142,7 @@ class Bench:
             start = time.perf_counter()
             statuses = action(client)
             seconds = time.perf_counter() - start
-            growth = vm_kib(pid, "VmHWM") - baseline
+            growth = peak_growth(pid, baseline) // 1024
             alive = client.get("/.well-known/spin/health").status_code == 200
         counted = ", ".join(f"{n}x{s}" if n > 1 else str(s)
                             for s, n in sorted(Counter(statuses).items()))

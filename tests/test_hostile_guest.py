@@ -26,6 +26,7 @@ import redis
 from tests.apps import built_app
 from tests.conftest import HostProcess, write_app
 from tests.loopback import Upstream, upstream_server
+from tests.procmem import peak_growth, reset_peak
 
 MiB = 1024 * 1024
 
@@ -51,25 +52,6 @@ source = "probe.wasm"
 def start(app: Path, cache_dir: Path, *args: str) -> HostProcess:
     return HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--pool-size", "1",
                         *args]).start()
-
-
-def _status_kib(host: HostProcess, field: str) -> int:
-    for line in Path(f"/proc/{host.pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{host.pid}/status")
-
-
-def reset_peak(host: HostProcess) -> int:
-    """Lower the host's memory high-water mark to its current RSS (`clear_refs` 5),
-    so start-up's own peak cannot hide what an attack costs; returns it in bytes."""
-    Path(f"/proc/{host.pid}/clear_refs").write_text("5")
-    return _status_kib(host, "VmHWM") * 1024
-
-
-def peak_growth(host: HostProcess, baseline: int) -> int:
-    """Bytes the host's peak memory rose above `baseline` (from `reset_peak`)."""
-    return _status_kib(host, "VmHWM") * 1024 - baseline
 
 
 def still_serving(client: httpx.Client) -> None:
@@ -215,11 +197,11 @@ def test_sqlite_large_results_are_refused_not_built(probe_wasm: Path, cache_dir:
                     {"probe.wasm": probe_wasm})
     with start(app, cache_dir) as host, host.client() as c:
         still_serving(c)
-        baseline = reset_peak(host)
+        baseline = reset_peak(host.pid)
         sql_error(c, "SELECT zeroblob(4194304)")  # was +400 MiB
         sql_error(c, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                      "WHERE i < 1000) SELECT zeroblob(500000) FROM n")
-        assert peak_growth(host, baseline) < 50 * MiB
+        assert peak_growth(host.pid, baseline) < 50 * MiB
         still_serving(c)
 
 
@@ -312,12 +294,12 @@ def test_large_bodies_and_responses_are_refused_before_they_are_built(
                     {"probe.wasm": probe_wasm})
     with start(app, cache_dir) as host, host.client() as c:
         still_serving(c)
-        baseline = reset_peak(host)
+        baseline = reset_peak(host.pid)
         # Over the bytes-in-flight budget: refused unread (was +660 MiB).
         assert c.post("/kv/set?key=body", content=b"b" * (8 * MiB)).status_code == 413
         # Over wasmtime's copy budget for one call: refused before it is built.
         assert c.get("/bytes?n=8388608").status_code == 500
-        assert peak_growth(host, baseline) < 50 * MiB
+        assert peak_growth(host.pid, baseline) < 50 * MiB
         still_serving(c)
 
 
@@ -327,14 +309,14 @@ def test_large_key_value_values_are_refused(probe_wasm: Path, cache_dir: Path,
                     {"probe.wasm": probe_wasm})
     with start(app, cache_dir) as host, host.client() as c:
         still_serving(c)
-        baseline = reset_peak(host)
+        baseline = reset_peak(host.pid)
         # The value is made by the guest, so only the host call's argument
         # crosses (about 80 bytes of host memory per byte, for the duration of
         # the call, until bodies move as streams): refused and not stored.
         got = c.get("/kv/fill?key=big&n=2400000").json()
         assert got["error"].startswith("other: value of 2400000 bytes exceeds the limit")
         assert c.get("/kv/get?key=big").status_code == 404
-        assert peak_growth(host, baseline) < 300 * MiB
+        assert peak_growth(host.pid, baseline) < 300 * MiB
         assert c.get("/kv/fill?key=ok&n=1000000").json() == {"set": "ok", "bytes": 1000000}
         assert len(c.get("/kv/get?key=ok").content) == 1000000
         still_serving(c)

@@ -28,6 +28,7 @@ from host.server import _BodyBudget
 from tests import wat
 from tests.apps import built_app
 from tests.conftest import HostProcess, run_host, write_app
+from tests.procmem import peak_growth, reset_peak
 
 MANIFEST = """spin_manifest_version = 2
 [application]
@@ -64,13 +65,6 @@ def app(tmp_path_factory: pytest.TempPathFactory, wat_components: dict[str, Path
 def start(app: Path, cache_dir: Path, state: Path, *args: str) -> HostProcess:
     return HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--pool-size", "1",
                         "--state-dir", str(state), *args]).start()
-
-
-def vm_kib(host: HostProcess, field: str) -> int:
-    for line in Path(f"/proc/{host.pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc status")
 
 
 def in_background(call: Callable[[], httpx.Response], done: list[str], name: str
@@ -261,8 +255,7 @@ def test_concurrent_large_bodies_stay_within_a_memory_bound(app: Path, cache_dir
     with start(app, cache_dir, tmp_path, "--max-body-bytes-in-flight", str(size)) as host, \
             host.client() as c:
         assert c.post("/fixed", content=bytes(1000)).status_code == 200  # warm
-        Path(f"/proc/{host.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-        before = vm_kib(host, "VmHWM")
+        baseline = reset_peak(host.pid)
         statuses: list[int] = []
         barrier = threading.Barrier(8)
 
@@ -277,7 +270,7 @@ def test_concurrent_large_bodies_stay_within_a_memory_bound(app: Path, cache_dir
         for t in threads:
             t.join()
         assert statuses == [200] * 8
-        assert (vm_kib(host, "VmHWM") - before) / 1024 < 400
+        assert peak_growth(host.pid, baseline) < 400 * 1024 * 1024
         assert c.get("/.well-known/spin/health").status_code == 200
 
 

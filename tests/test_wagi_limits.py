@@ -17,17 +17,10 @@ from host.runtime.engine import Engine
 from host.stdio import MAX_LINE_BYTES, ComponentStdio
 from tests import wat
 from tests.conftest import HostProcess, write_app
+from tests.procmem import memory_bytes
 
 # `host up` captures WAGI stdout up to its response limit; the default one here.
 LIMIT = HttpLimits().max_response_bytes
-
-
-def _status_bytes(pid: int, field: str) -> int:
-    """A memory figure (VmRSS, VmHWM) of process `pid`, from /proc, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def _app(directory: Path, modules: dict[str, str]) -> Path:
@@ -46,7 +39,7 @@ def test_endless_stdout_is_stopped_at_the_limit(tmp_path: Path, cache_dir: Path)
     # A deadline far away: the limit, not the deadline, must stop the program.
     with HostProcess(["-f", str(tmp_path), "--cache-dir", str(cache_dir), "--quiet",
                       "--request-timeout", "10"]) as host, host.client() as client:
-        before = max(_status_bytes(host.pid, "VmHWM"), _status_bytes(host.pid, "VmRSS"))
+        before = max(memory_bytes(host.pid, "VmHWM"), memory_bytes(host.pid, "VmRSS"))
         started = time.monotonic()
         r = client.get("/printer")
         elapsed = time.monotonic() - started
@@ -58,11 +51,11 @@ def test_endless_stdout_is_stopped_at_the_limit(tmp_path: Path, cache_dir: Path)
         assert host.wait_for_output(line)
         # Unbounded capture reached ~470 MB in 4 s; stopped at the limit, the peak is
         # the captured bytes plus a copy or two.
-        peak = _status_bytes(host.pid, "VmHWM")
+        peak = memory_bytes(host.pid, "VmHWM")
         assert peak - before < 3 * LIMIT, f"peak {peak >> 20} MiB from {before >> 20} MiB"
         assert client.get("/ok").text == "ok"
         # And the captured output was freed, not kept until a later GC pass.
-        assert _status_bytes(host.pid, "VmRSS") - before < LIMIT // 2
+        assert memory_bytes(host.pid, "VmRSS") - before < LIMIT // 2
     assert host.output.count("Error processing request") == 1
     assert "Traceback" not in host.output
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib  # Python >= 3.11 (pyproject pins it); tomli is only for older Pythons
+import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

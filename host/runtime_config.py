@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host.backends import KEY_VALUE_TYPES
 from host.capabilities.variables import ENV_PREFIX, EnvProvider, Provider, StaticProvider
 from host.errors import ConfigError
 
-KV_TYPES = ("spin", "redis")
 SQLITE_TYPES = ("spin",)
 PROVIDER_TYPES = ("static", "env")
 
@@ -168,7 +168,7 @@ def _kv_store(t: _Where, label: str) -> KeyValueStoreConfig:
         config = KeyValueStoreConfig(label, kind, url=url)
     else:
         raise t.fail(f'unsupported key-value store type "{kind}" '
-                     f"(supported: {', '.join(KV_TYPES)})")
+                     f"(supported: {', '.join(KEY_VALUE_TYPES)})")
     return config
 
 

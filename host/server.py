@@ -239,7 +239,8 @@ class HostApp:
             await _respond(send, 504 if isinstance(exc, GuestTimeout) else 500)
             return
         except Exception:
-            log.exception("Error processing request: component %s", executor.id)
+            # Not the guest's doing: a host bug, logged with its traceback.
+            log.exception("Host error processing request: component %s", executor.id)
             await _respond(send, 500)
             return
         await _respond(send, status, headers, response.body)

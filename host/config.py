@@ -23,7 +23,7 @@ from typing import Any
 
 from host import logs
 from host.app import AppSettings
-from host.errors import ConfigError
+from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
     HttpLimits,
@@ -42,12 +42,6 @@ ENV_PREFIX = "SPINHOST_"
 FREE_PORT_ATTEMPTS = 10  # --find-free-port: the port asked for and the next 9
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-
-
-class VariableError(ConfigError):
-    """An environment variable has an invalid value: a usage error, as a bad flag."""
-
-    exit_code = 2
 
 
 def env_name(flag: str) -> str:

@@ -4,7 +4,8 @@ HostError                 start-up and command failures, shown to the user
  +-- ManifestError        spin.toml is malformed (names file, table, key, value)
  +-- ComponentError       a component cannot be loaded, compiled or instantiated
  +-- BuildError           a `build` command failed
- +-- ConfigError          a command-line flag or environment variable is invalid
+ +-- ConfigError          a command-line flag or a setting is invalid
+ |    +-- VariableError   an environment variable is invalid (exit code 2, as a bad flag)
  +-- OciError             an image, layout or registry problem
  +-- NotASpinApp          a container's filesystem has no spin.toml (exit code 3)
 GuestError                a request failed in its guest: 500, logged, never a traceback
@@ -52,6 +53,12 @@ class BuildError(HostError):
 
 class ConfigError(HostError):
     """A flag or environment variable has an invalid value."""
+
+
+class VariableError(ConfigError):
+    """An environment variable has an invalid value: a usage error, as a bad flag."""
+
+    exit_code = 2
 
 
 class OciError(HostError):

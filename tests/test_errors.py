@@ -14,15 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def _documented_tree() -> dict[str, str | None]:
     """Class name -> documented parent (None for a root), from the docstring."""
     tree: dict[str, str | None] = {}
-    parent: str | None = None
+    parents: list[str] = []  # the open branch: parents[depth] is a class at that depth
     for line in (host.errors.__doc__ or "").splitlines():
-        child = re.match(r" \+-- (\w+)", line)
+        child = re.match(r"[ |]*\+-- (\w+)", line)
         root = re.match(r"([A-Z]\w+) ", line)
         if child:
-            tree[child.group(1)] = parent
+            depth = line.index("+--") // 5 + 1  # " +-- " at column 1, 6, 11...
+            del parents[depth:]
+            tree[child.group(1)] = parents[depth - 1]
+            parents.append(child.group(1))
         elif root and root.group(1).endswith(("Error", "Timeout")):
-            parent = root.group(1)
-            tree[parent] = None
+            parents = [root.group(1)]
+            tree[root.group(1)] = None
     return tree
 
 

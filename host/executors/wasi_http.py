@@ -10,6 +10,7 @@ and sends the response to the client as the guest writes it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from host.stdio import ComponentStdio
 from host.wasip2 import wasi_host
 from host.wasip2.http import Exchange, IncomingRequest, Outparam, ResponseSink
 from host.wasip2.io import Source
+
+log = logging.getLogger("host.executor")
 
 HANDLER_PREFIX = "wasi:http/incoming-handler@0.2."
 WASI03_PREFIX = "wasi:http/handler@0.3"
@@ -92,6 +95,9 @@ class WasiHttpExecutor:
         self.stdio = stdio
         self.grants = grants
         self.limits = limits or Limits()
+        if self.limits.max_instance_reuse > 1:
+            log.warning('component "%s": wasi:http components get a fresh instance per request '
+                        "(--max-instance-reuse-count does not apply)", component_id)
         self.wasi = wasi_host(component_id, stdio)
         self.linker = self._link()
         self.typed = TypedFunc(export_func_type(self.component, engine.wasmtime, export,

@@ -15,6 +15,7 @@ import pytest
 from tests import duplex, wat
 from tests.apps import built_app
 from tests.conftest import HostProcess, run_host, wait_refused, write_app
+from tests.loopback import upstream_server
 from tests.procmem import peak_growth, reset_peak
 
 MiB = 1024 * 1024
@@ -145,9 +146,37 @@ def test_a_trapping_guest_answers_500_and_the_next_request_succeeds(host: HostPr
 
 def test_outbound_wasi_http_is_denied_with_the_interfaces_error(host: HostProcess) -> None:
     with host.client() as client:
-        r = client.get("/hello-js/fetch")
+        r = client.get("/hello-js/fetch", params={"url": "https://example.com/"})
     assert r.status_code == 502  # the guest's own answer: it got an error, not a trap
     assert r.text.startswith("fetch failed")
+    assert host.wait_for_output("disallowed destination 'https://example.com'")
+
+
+def test_outbound_wasi_http_reaches_an_allowed_host(cache_dir: Path, tmp_path: Path) -> None:
+    hello_js = built_app("hello-js") / "dist" / "hello-js.wasm"
+    with upstream_server() as upstream:
+        port = upstream.server_address[1]
+        write_app(tmp_path, f"""spin_manifest_version = 2
+[application]
+name = "outbound"
+[[trigger.http]]
+route = "/hello-js/..."
+component = "hello-js"
+[component.hello-js]
+source = "{hello_js}"
+allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
+""")
+        with HostProcess(["-f", str(tmp_path), "--cache-dir", str(cache_dir)]) as host, \
+                host.client() as client:
+            allowed = client.get("/hello-js/fetch",
+                                 params={"url": f"http://127.0.0.1:{port}/x?y=1"})
+            denied = client.get("/hello-js/fetch",
+                                params={"url": f"http://127.0.0.1:{port + 1}/"})
+    assert allowed.status_code == 200
+    assert allowed.text == "201 upstream saw GET /x?y=1"
+    assert upstream.seen[0]["probe"] == "hello-js"  # the guest's header went out
+    assert denied.status_code == 502 and denied.text.startswith("fetch failed")
+    assert len(upstream.seen) == 1
 
 
 def test_sigterm_drains_a_streaming_request_and_exits_0(app_dir: Path, cache_dir: Path) -> None:

@@ -20,6 +20,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.capabilities import store_key
+from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
 from host.errors import ComponentError, GuestError, GuestTimeout
 from host.executors.component import guest_failure, trap_reason
@@ -98,7 +99,9 @@ class WasiHttpExecutor:
         if self.limits.max_instance_reuse > 1:
             log.warning('component "%s": wasi:http components get a fresh instance per request '
                         "(--max-instance-reuse-count does not apply)", component_id)
-        self.wasi = wasi_host(component_id, stdio)
+        outbound = next((c.handle for c in grants.capabilities if isinstance(c, Outbound)),
+                        None)
+        self.wasi = wasi_host(component_id, stdio, outbound)
         self.linker = self._link()
         self.typed = TypedFunc(export_func_type(self.component, engine.wasmtime, export,
                                                 "handle"))

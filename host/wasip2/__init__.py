@@ -14,7 +14,7 @@ wall-clock, terminal-*) to wasmtime's `add_wasip2()`.
 - `clocks`: `wasi:clocks/monotonic-clock` (`subscribe-*` make pollables).
 - `filesystem`: no preopens (`files` grants are refused for these components).
 - `sockets`: every socket denied with the interface's own error codes.
-- `http`: `wasi:http/types` and `outgoing-handler` (denied in this version).
+- `http`: `wasi:http/types` and `outgoing-handler` (through the outbound capability).
 
 Every function is looked up by (interface without version, name): one
 definition serves every 0.2.x version a component imports, defined at the
@@ -28,8 +28,10 @@ from host.wasip2.resources import INTERFACES, Tables, WasiHost
 __all__ = ["INTERFACES", "WasiHost", "wasi_host"]
 
 
-def wasi_host(component_id: str, stdio: ComponentStdio) -> WasiHost:
-    """Tables and functions of every host-defined interface, for one component."""
+def wasi_host(component_id: str, stdio: ComponentStdio,
+              outbound: http.Outbound | None = None) -> WasiHost:
+    """Tables and functions of every host-defined interface, for one component;
+    `outbound` sends its outgoing requests (None: all denied)."""
     tables = Tables()
     functions = {
         **io.functions(tables),
@@ -37,6 +39,6 @@ def wasi_host(component_id: str, stdio: ComponentStdio) -> WasiHost:
         **clocks.functions(tables),
         **filesystem.functions(tables),
         **sockets.functions(tables),
-        **http.functions(tables),
+        **http.functions(tables, outbound),
     }
     return WasiHost(component_id, tables, functions)

@@ -2,12 +2,16 @@
 
 The request body is a `Source` the server fills from ASGI `receive` as the
 guest reads; the response goes to a `ResponseSink` as the guest writes it.
-Outbound requests are built but answered `HTTP-request-denied` in this
-version (the allow-list and shared client come next).
+Outbound requests go through `outbound` (host/capabilities/outbound.py: the
+component's allow-list and the shared httpx client, with its limits and error
+codes): the request body is buffered (at most `MAX_EARLY_BODY_BYTES`) and sent
+when the guest first waits for the response, whose body is buffered too
+(`OutboundLimits.max_response_bytes`) and read by the guest in chunks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,11 +20,19 @@ import wasmtime.component as wc
 
 from host.fields import is_field_name, is_field_value
 from host.runtime.marshal import Err, Ok
-from host.wasip2.io import WRITE_BUDGET, InputStream, OutputStream, Pollable, Source
+from host.wasip2.io import (
+    WRITE_BUDGET,
+    BytesSource,
+    InputStream,
+    OutputStream,
+    Pollable,
+    Source,
+)
 from host.wasip2.resources import Functions, Tables
 
 # Bytes a guest may write to a response body before `response-outparam.set`
-# gives it a destination; they wait in host memory until then.
+# gives it a destination, or to an outbound request body; they wait in host
+# memory until then.
 MAX_EARLY_BODY_BYTES = 16 * WRITE_BUDGET
 
 
@@ -113,7 +125,53 @@ class OutgoingResponse:
 @dataclass
 class OutgoingRequest:
     headers: Fields
+    method: Any = field(default_factory=lambda: wc.Variant("get"))
+    scheme: Any = None
+    authority: str | None = None
+    path_with_query: str | None = None
     body: OutgoingBody | None = None
+
+
+@dataclass
+class IncomingResponse:
+    status: int
+    headers: list[tuple[str, bytes]]
+    body: bytes
+    consumed: bool = False
+
+
+@dataclass
+class FutureResponse:
+    """An outbound request, sent when the guest first waits for its response."""
+
+    request: OutgoingRequest
+    result: Ok | Err | None = None
+    taken: bool = False
+
+    def sendable(self) -> bool:
+        body = self.request.body
+        return body is None or body.finished
+
+
+class _FuturePollable(Pollable):
+    def __init__(self, future: FutureResponse, send: Callable[[FutureResponse], None]) -> None:
+        self.future = future
+        self.send = send
+
+    def ready(self) -> bool:
+        return self.future.result is not None or self.future.sendable()
+
+    def block(self) -> None:
+        if self.future.result is None:
+            if not self.future.sendable():
+                raise wasmtime.WasmtimeError(
+                    "waiting for an outbound response before finishing its request body")
+            self.send(self.future)
+
+
+# Outbound calls: a `spinhost:http` request record in, Ok((status, headers, body)) or
+# Err(error-code) out (host/capabilities/outbound.py, `Outbound.handle`).
+Outbound = Callable[[Any, Any], Ok | Err]
 
 
 _METHODS = {"GET": "get", "HEAD": "head", "POST": "post", "PUT": "put", "DELETE": "delete",
@@ -134,7 +192,14 @@ def _denied() -> Err:
     return Err(wc.Variant("HTTP-request-denied"))
 
 
-def functions(t: Tables) -> Functions:
+def _wasi_error(error: Any) -> Any:
+    # Our error-code mirrors wasi:http's; DNS-error carries a record there.
+    if isinstance(error, wc.Variant) and error.tag == "DNS-error":
+        return wc.Variant("DNS-error", (None, None))
+    return error
+
+
+def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
     H = "wasi:http/types"
     invalid = Err(wc.Variant("invalid-syntax"))
     immutable = Err(wc.Variant("immutable"))
@@ -265,11 +330,64 @@ def functions(t: Tables) -> Functions:
         found: OutgoingRequest = t.get("outgoing-request", s, h)
         return found
 
-    def outbound(s: Any, req: Any, options: Any) -> Any:
-        t.take("outgoing-request", s, req)
+    def handle(s: Any, req: Any, options: Any) -> Any:
+        request = t.take("outgoing-request", s, req)
         if options is not None:
             t.take("request-options", s, options)
-        return _denied()
+        if outbound is None:
+            return _denied()
+        return Ok(t.add("future-incoming-response", s, FutureResponse(request)))
+
+    def send(s: Any, future: FutureResponse) -> None:
+        assert outbound is not None
+        r = future.request
+        record = wc.Record()
+        record.__dict__.update({
+            "method": r.method, "scheme": r.scheme, "authority": r.authority,
+            "path-with-query": r.path_with_query, "headers": list(r.headers.entries),
+            "body": b"".join(r.body.early) if r.body is not None else b""})
+        result = outbound(s, record)
+        if isinstance(result, Ok):
+            status, headers, body = result.value
+            future.result = Ok(IncomingResponse(status, headers, body))
+        else:
+            future.result = Err(_wasi_error(result.value))
+
+    def future(s: Any, h: Any) -> FutureResponse:
+        found: FutureResponse = t.get("future-incoming-response", s, h)
+        return found
+
+    def future_get(s: Any, h: Any) -> Any:
+        f = future(s, h)
+        if f.taken:
+            return Err(None)  # some(err): already taken
+        if f.result is None:
+            if not f.sendable():
+                return None
+            send(s, f)
+        f.taken = True
+        result = f.result
+        if isinstance(result, Ok):
+            return Ok(Ok(t.add("incoming-response", s, result.value)))
+        return Ok(result)
+
+    def incoming_response(s: Any, h: Any) -> IncomingResponse:
+        found: IncomingResponse = t.get("incoming-response", s, h)
+        return found
+
+    def response_consume(s: Any, h: Any) -> Any:
+        r = incoming_response(s, h)
+        if r.consumed:
+            return Err(None)
+        r.consumed = True
+        body = IncomingBody(InputStream(BytesSource(r.body)))
+        return Ok(t.add("incoming-body", s, body))
+
+    def setter(name: str) -> Callable[..., Any]:
+        def set_field(s: Any, h: Any, value: Any) -> Any:
+            setattr(outgoing_request(s, h), name, value)
+            return ok
+        return set_field
 
     ok = Ok(None)
     return {
@@ -313,15 +431,29 @@ def functions(t: Tables) -> Functions:
             lambda s, h: t.add("fields", s, outgoing_request(s, h).headers),
         (H, "[method]outgoing-request.body"):
             lambda s, h: new_body(outgoing_request(s, h), s),
-        (H, "[method]outgoing-request.set-method"): lambda s, h, m: ok,
-        (H, "[method]outgoing-request.set-path-with-query"): lambda s, h, p: ok,
-        (H, "[method]outgoing-request.set-scheme"): lambda s, h, x: ok,
-        (H, "[method]outgoing-request.set-authority"): lambda s, h, a: ok,
+        (H, "[method]outgoing-request.set-method"): setter("method"),
+        (H, "[method]outgoing-request.set-path-with-query"): setter("path_with_query"),
+        (H, "[method]outgoing-request.set-scheme"): setter("scheme"),
+        (H, "[method]outgoing-request.set-authority"): setter("authority"),
+        (H, "[method]outgoing-request.method"): lambda s, h: outgoing_request(s, h).method,
+        (H, "[method]outgoing-request.path-with-query"):
+            lambda s, h: outgoing_request(s, h).path_with_query,
+        (H, "[method]outgoing-request.scheme"): lambda s, h: outgoing_request(s, h).scheme,
+        (H, "[method]outgoing-request.authority"):
+            lambda s, h: outgoing_request(s, h).authority,
+        (H, "[method]future-incoming-response.subscribe"):
+            lambda s, h: t.add("pollable", s, _FuturePollable(
+                future(s, h), lambda f: send(s, f))),
+        (H, "[method]future-incoming-response.get"): future_get,
+        (H, "[method]incoming-response.status"): lambda s, h: incoming_response(s, h).status,
+        (H, "[method]incoming-response.headers"):
+            lambda s, h: t.add("fields", s, Fields(list(incoming_response(s, h).headers), True)),
+        (H, "[method]incoming-response.consume"): response_consume,
         (H, "[constructor]request-options"): lambda s: t.add("request-options", s, None),
         (H, "[method]request-options.set-connect-timeout"): lambda s, h, d: ok,
         (H, "[method]request-options.set-first-byte-timeout"): lambda s, h, d: ok,
         (H, "[method]request-options.set-between-bytes-timeout"): lambda s, h, d: ok,
-        ("wasi:http/outgoing-handler", "handle"): outbound,
+        ("wasi:http/outgoing-handler", "handle"): handle,
     }
 
 

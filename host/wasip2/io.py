@@ -77,6 +77,19 @@ class EmptySource:
         return None
 
 
+class BytesSource:
+    """Bytes already in host memory (an outbound response body), read in chunks."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def read(self, max_bytes: int) -> bytes | None:
+        if not self.data:
+            return None
+        out, self.data = bytes(self.data[:max_bytes]), self.data[max_bytes:]
+        return out
+
+
 class InputStream:
     def __init__(self, source: Source) -> None:
         self.source = source

@@ -29,9 +29,11 @@ async function handle(request) {
     for (;;) {}
   }
   if (path.endsWith("/fetch")) {
+    // Outbound HTTP: allowed only to the component's allowed_outbound_hosts.
+    const url = new URL(request.url).searchParams.get("url") ?? "https://example.com/";
     try {
-      await fetch("https://example.com/");
-      return new Response("fetched\n");
+      const upstream = await fetch(url, { headers: { "x-probe": "hello-js" } });
+      return new Response(`${upstream.status} ${await upstream.text()}`);
     } catch (e) {
       return new Response(`fetch failed: ${e}\n`, { status: 502 });
     }

@@ -10,12 +10,13 @@ LISTEN ?= 127.0.0.1:3000
 setup: $(STAMP)
 
 # The venv holds the host (editable), the test and bench tools and the guest toolchains
-# (componentize-py, wasm-tools); npm installs componentize-js for apps/hello-ts.
-$(STAMP): pyproject.toml apps/hello-ts/package-lock.json
+# (componentize-py, wasm-tools); npm installs componentize-js for apps/hello-ts and apps/hello-js.
+$(STAMP): pyproject.toml apps/hello-ts/package-lock.json apps/hello-js/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench,toolchains]'
 	cd apps/hello-ts && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	cd apps/hello-js && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 run: setup
@@ -46,4 +47,5 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) apps/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules
+	rm -rf $(VENV) apps/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules \
+	  apps/hello-js/dist apps/hello-js/node_modules

@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import wasmtime.component as wc
+
 from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
+from host.executors.wasi_http import (
+    WasiHttpExecutor,
+    refuse_files,
+    refuse_wasi03,
+    wasi_http_export,
+)
 from host.grants import ComponentGrants, Grants
 from host.limits import (
     DEFAULT_POOL_SIZE,
@@ -65,7 +73,7 @@ class AppSettings:
     check_only: bool = False
 
 
-Executor = ComponentExecutor | WagiExecutor
+Executor = ComponentExecutor | WasiHttpExecutor | WagiExecutor
 
 
 @dataclass
@@ -139,7 +147,7 @@ class _Loader:
         self.settings = settings
         self.report = report
         self.loaded: dict[str, tuple[LoadedComponent, ComponentStdio]] = {}
-        self.component_executors: dict[str, ComponentExecutor] = {}
+        self.component_executors: dict[str, ComponentExecutor | WasiHttpExecutor] = {}
         self.made: list[Executor] = []
 
     def executor(self, trigger: HttpTrigger) -> Executor:
@@ -163,10 +171,7 @@ class _Loader:
             executor.start()
             self.report(f"{component.id}: WAGI program linked for trigger {trigger.id}")
             return executor
-        executor = ComponentExecutor(
-            self.engine, component.id, loaded, env, stdio, grants,
-            limits=self._limits(component), pool_size=self.settings.pool_size,
-        )
+        executor = self._component_executor(component, loaded, env, stdio, grants)
         self.made.append(executor)
         self.component_executors[component.id] = executor
         executor.start()
@@ -175,6 +180,23 @@ class _Loader:
             self.report(f"{component.id}: {self.settings.pool_size} instances ready "
                         f"({per * 1000:.2f} ms each)")
         return executor
+
+    def _component_executor(self, component: Component, loaded: LoadedComponent,
+                            env: dict[str, str], stdio: ComponentStdio,
+                            grants: ComponentGrants) -> ComponentExecutor | WasiHttpExecutor:
+        """Our own `spinhost:http` handler, or a standard `wasi:http` one; WASI 0.3 is
+        refused here, before anything is instantiated."""
+        limits, pool_size = self._limits(component), self.settings.pool_size
+        if isinstance(loaded.component, wc.Component):
+            exports = sorted(loaded.component.type.exports(self.engine.wasmtime))
+            refuse_wasi03(component.id, exports)
+            export = wasi_http_export(exports)
+            if export is not None:
+                refuse_files(component.id, export, component.files)
+                return WasiHttpExecutor(self.engine, component.id, loaded, export, env, stdio,
+                                        grants, limits=limits, pool_size=pool_size)
+        return ComponentExecutor(self.engine, component.id, loaded, env, stdio, grants,
+                                 limits=limits, pool_size=pool_size)
 
     def _limits(self, component: Component) -> Limits:
         return self.settings.component_limits.get(component.id, self.settings.limits)

@@ -22,6 +22,7 @@ from host.build import build_app
 from host.config import FREE_PORT_ATTEMPTS, Config
 from host.errors import ConfigError
 from host.executors.component import ComponentExecutor
+from host.executors.wasi_http import WasiHttpExecutor
 from host.manifest import Manifest, load_manifest
 from host.oci.registry import is_image_reference
 from host.oci.store import ResolvedApp, resolve_app
@@ -215,6 +216,7 @@ def print_warnings(manifest: Manifest) -> None:
 
 
 def pool_summary(app: App) -> str:
-    executors = {e.id: e for e in app.executors.values() if isinstance(e, ComponentExecutor)}
+    executors = {e.id: e for e in app.executors.values()
+                 if isinstance(e, ComponentExecutor | WasiHttpExecutor)}
     pools = ", ".join(f"{e.id}={len(e.pool)}/{e.pool.size}" for e in executors.values())
     return pools or "none"

@@ -24,13 +24,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from host.app import App, Executor
+from host.app import App
 from host.errors import CgiError, GuestError, GuestTimeout
 from host.executors.component import ComponentExecutor
+from host.executors.wagi import WagiExecutor
+from host.executors.wasi_http import WasiHttpExecutor
 from host.fields import is_field_name, is_field_value
 from host.limits import HttpLimits
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch
 from host.runtime.abi import HttpRequest, HttpResponse
+from host.streams import HOP_BY_HOP, AsgiBody, AsgiResponse
 
 log = logging.getLogger("host.server")
 
@@ -38,9 +41,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-# Response headers the host computes itself; a guest's copies are dropped.
-_HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 
 
 class _BodyBudget:
@@ -194,6 +194,9 @@ class HostApp:
             await _respond(send, static.status, headers, static.body.encode())
             return
         executor = self.app.executors[match.route.target]
+        if isinstance(executor, WasiHttpExecutor):
+            await self._stream(executor, scope, receive, send, raw_path, match)
+            return
         # A component is handed the body as one list<u8>: one larger than the whole
         # in-flight budget could never be admitted. WAGI programs read stdin.
         component = isinstance(executor, ComponentExecutor)
@@ -214,12 +217,7 @@ class HostApp:
         gate = self._gates[id(executor)]
         cost = len(body) if component else 0
         if gate.full(cost):
-            log.warning("component %s: no room to run (at most %d requests; request bodies "
-                        "in flight %d of %d bytes) and %d queued; answering 503", executor.id,
-                        limits.max_concurrent, self._bodies.in_use, self._bodies.capacity,
-                        gate.waiting)
-            retry = str(limits.retry_after_seconds).encode()
-            await _respond(send, 503, [(b"retry-after", retry)])
+            await self._busy(executor.id, gate, send)
             return
         request = self._build_request(scope, raw_path, match, body)
         try:
@@ -245,6 +243,67 @@ class HostApp:
             return
         await _respond(send, status, headers, response.body)
 
+    async def _stream(self, executor: WasiHttpExecutor, scope: Scope, receive: Receive,
+                      send: Send, raw_path: str, match: RouteMatch) -> None:
+        """Serve a wasi:http component: bodies stream both ways while the guest runs.
+
+        The body is not buffered, so it does not count against the in-flight body
+        budget: a request holds about one chunk of it at a time (host/streams.py).
+        --max-body-bytes still applies, as the bytes arrive.
+        """
+        limits = self.limits
+        if _declared_length(scope["headers"]) > limits.max_body_bytes:
+            await _respond(send, 413)
+            return
+        gate = self._gates[id(executor)]
+        if gate.full(0):
+            await self._busy(executor.id, gate, send)
+            return
+        loop = asyncio.get_running_loop()
+        request = self._build_request(scope, raw_path, match, b"")
+        body = AsgiBody(loop, receive, limits.max_body_bytes)
+        response = AsgiResponse(loop, send, limits.max_response_bytes)
+        try:
+            await gate.enter(0)
+            try:
+                await loop.run_in_executor(self._guest_threads, self._call_streaming,
+                                           executor, request, body, response)
+            finally:
+                gate.leave(0)
+            return
+        except GuestError as exc:
+            log.error("Error processing request: component %s: %s", executor.id, exc)
+            status = 504 if isinstance(exc, GuestTimeout) else 500
+        except Exception:
+            log.exception("Host error processing request: component %s", executor.id)
+            status = 500
+        if response.started:
+            # Too late for a status: returning with the response incomplete makes
+            # uvicorn close the connection, so the client sees a truncated body.
+            log.error("component %s: response already started; closing the connection",
+                      executor.id)
+            return
+        await _respond(send, status)
+
+    def _call_streaming(self, executor: WasiHttpExecutor, request: HttpRequest,
+                        body: AsgiBody, response: AsgiResponse) -> None:
+        with self._in_flight_lock:
+            self.in_flight += 1
+        try:
+            executor.handle(request, body, response)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
+
+    async def _busy(self, component_id: str, gate: _Gate, send: Send) -> None:
+        limits = self.limits
+        log.warning("component %s: no room to run (at most %d requests; request bodies "
+                    "in flight %d of %d bytes) and %d queued; answering 503", component_id,
+                    limits.max_concurrent, self._bodies.in_use, self._bodies.capacity,
+                    gate.waiting)
+        retry = str(limits.retry_after_seconds).encode()
+        await _respond(send, 503, [(b"retry-after", retry)])
+
     def _refuse_body(self, component_id: str, size: str, limit: int) -> None:
         """Log a 413 that the in-flight budget (not --max-body-bytes) decided."""
         if limit < self.limits.max_body_bytes:
@@ -253,7 +312,8 @@ class HostApp:
                         "costs 85-200 bytes of host memory per byte; answering 413",
                         component_id, size, limit)
 
-    def _call_guest(self, executor: Executor, request: HttpRequest) -> HttpResponse:
+    def _call_guest(self, executor: ComponentExecutor | WagiExecutor,
+                    request: HttpRequest) -> HttpResponse:
         with self._in_flight_lock:
             self.in_flight += 1
         try:
@@ -334,7 +394,7 @@ def _check_response(response: HttpResponse,
             raise GuestError(f"invalid response header name {name!r}")
         if not is_field_value(value):
             raise GuestError(f"invalid value for response header {name!r}")
-        if raw not in _HOP_BY_HOP:
+        if raw not in HOP_BY_HOP:
             headers.append((raw, value))
     return response.status, headers
 

@@ -23,6 +23,7 @@ OUTPUTS = {
     "hello-python": "hello-python.wasm",
     "echo": "echo.wasm",
     "hello-ts": "dist/hello-ts.wasm",
+    "hello-js": "dist/hello-js.wasm",
     "hello-wagi": "hello.wasm",
     "kv-counter": "kv-counter.wasm",
     "capability-probe": "capability-probe.wasm",

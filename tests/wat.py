@@ -315,3 +315,43 @@ WASI_BAD_WRITES = f"""(module {_WASI_IMPORTS}
     (call $write (i32.const 1024) (i32.const 40))
     (call $write (i32.const 2000) (i32.const 8))))
 """
+
+
+# ---------------------------------------------------------------------------
+# Standard wasi:http components (WIT from apps/hello-js/wit, wasi 0.2.10 names).
+
+WASI_HTTP_WIT = ROOT / "apps" / "hello-js" / "wit"
+
+# `handle` traps at once: no response was set, so the client gets a 500.
+WASI_HTTP_TRAP = """(module
+  (func (export "wasi:http/incoming-handler@0.2.10#handle") (param i32 i32)
+    unreachable))
+"""
+
+
+def build_wasi_http(core_wat: str, out: Path) -> Path:
+    """A component exporting wasi:http/incoming-handler@0.2.10, from a core module."""
+    wit_dir = out.parent / "wasi-http-wit"
+    if not wit_dir.exists():
+        shutil.copytree(WASI_HTTP_WIT / "deps", wit_dir / "deps")
+        (wit_dir / "world.wit").write_text(
+            "package test:wasi-http;\n"
+            "world handler { export wasi:http/incoming-handler@0.2.10; }\n")
+    wat = out.with_suffix(".wat")
+    wat.write_text(core_wat)
+    return assemble(wat, out, wit_dir, "handler")
+
+
+def build_wasi03_handler(directory: Path) -> Path:
+    """A component exporting an interface named like WASI 0.3's `wasi:http/handler`
+    (only the name matters: the host refuses it before instantiating)."""
+    wit_dir = directory / "wasi03-wit"
+    (wit_dir / "deps").mkdir(parents=True, exist_ok=True)
+    (wit_dir / "deps" / "http.wit").write_text(
+        "package wasi:http@0.3.0-rc-2025-09-16;\ninterface handler { handle: func(); }\n")
+    (wit_dir / "world.wit").write_text(
+        "package test:wasi03;\n"
+        "world app { export wasi:http/handler@0.3.0-rc-2025-09-16; }\n")
+    wat = directory / "wasi03.wat"
+    wat.write_text('(module (func (export "wasi:http/handler@0.3.0-rc-2025-09-16#handle")))\n')
+    return assemble(wat, directory / "wasi03.wasm", wit_dir, "app")

@@ -704,6 +704,9 @@ def host_value_adapter(codec: Codec) -> HostValueAdapter | None:
                     for name, c in codec.cases}
         if codec.kind == K["OPTION"]:
             some = payloads["some"]
+            if codec.tagged:  # option<option<T>>, option<result<..>>: None is ambiguous
+                return lambda v: (wc.Variant("none") if v is None
+                                  else wc.Variant("some", some(v) if some else v))
             return None if some is None else (lambda v: None if v is None else some(v))
         tagged = codec.tagged
 

@@ -1,0 +1,136 @@
+"""Request and response bodies streamed between the event loop and a guest's thread.
+
+A wasi:http guest runs on a worker thread and reads its request body and
+writes its response body through host calls. `AsgiBody` answers each read
+with the next chunk ASGI `receive` gives (nothing is buffered ahead: uvicorn
+stops reading the socket until the guest asks), and `AsgiResponse` hands each
+write to ASGI `send`, which waits while the client is slow. So a request holds
+at most about one chunk of its body in host memory, in either direction.
+Every wait is bounded by the request's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any, TypeVar
+
+import wasmtime
+
+from host.fields import is_field_name, is_field_value
+from host.wasip2.io import MAX_WAIT_SECONDS, StreamFailed, bounded_wait
+
+Message = MutableMapping[str, Any]
+T = TypeVar("T")
+
+# Response headers the host computes itself; a guest's copies are dropped.
+HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on the event loop and wait for it, at most until the deadline."""
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout=bounded_wait(MAX_WAIT_SECONDS))
+    except TimeoutError:
+        future.cancel()
+        raise wasmtime.WasmtimeError("the request's deadline passed in a host call") from None
+    except BaseException:
+        future.cancel()
+        raise
+
+
+async def _call(func: Callable[[], Awaitable[T]]) -> T:
+    return await func()
+
+
+class AsgiBody:
+    """The request body as a `wasi:io` input-stream source, pulled as the guest reads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 receive: Callable[[], Awaitable[Message]], limit: int) -> None:
+        self.loop = loop
+        self.receive = receive
+        self.limit = limit
+        self.size = 0
+        self.more = True
+        self.pending = b""
+
+    def read(self, max_bytes: int) -> bytes | None:
+        while not self.pending:
+            if not self.more:
+                return None
+            message = _on_loop(self.loop, _call(self.receive))
+            if message["type"] == "http.disconnect":
+                self.more = False
+                raise StreamFailed("the client disconnected")
+            chunk: bytes = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.more = False
+                raise StreamFailed(f"request body larger than {self.limit} bytes "
+                                   "(--max-body-bytes)")
+            self.more = bool(message.get("more_body", False))
+            self.pending = chunk
+        out, self.pending = self.pending[:max_bytes], self.pending[max_bytes:]
+        return out
+
+
+class AsgiResponse:
+    """A `ResponseSink`: the head goes out with the first body write (chunked) or at
+    finish (with a content-length), then every write as it comes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 send: Callable[[Message], Awaitable[None]], max_bytes: int) -> None:
+        self.loop = loop
+        self._send_message = send
+        self.max_bytes = max_bytes
+        self.status = 500
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.started = False  # http.response.start sent
+        self.finished = False
+        self.size = 0
+
+    def _send(self, message: Message) -> None:
+        try:
+            _on_loop(self.loop, _call(lambda: self._send_message(message)))
+        except wasmtime.WasmtimeError:
+            raise
+        except Exception as exc:
+            raise StreamFailed(f"sending the response failed: {exc}") from None
+
+    def head(self, status: int, headers: list[tuple[str, bytes]]) -> None:
+        if not 100 <= status <= 599:
+            raise wasmtime.WasmtimeError(f"invalid status code {status}")
+        self.status = status
+        for name, value in headers:
+            raw = name.lower().encode("utf-8")
+            if not is_field_name(raw) or not is_field_value(value):
+                raise wasmtime.WasmtimeError(f"invalid response header {name!r}")
+            if raw not in HOP_BY_HOP:
+                self.headers.append((raw, value))
+
+    def _start(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started = True
+        self._send({"type": "http.response.start", "status": self.status, "headers": headers})
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise wasmtime.WasmtimeError(f"response body larger than {self.max_bytes} bytes "
+                                         "(--max-response-bytes)")
+        if not self.started:
+            self._start(self.headers)
+        self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    def finish(self) -> None:
+        try:
+            if not self.started:
+                empty = self.status < 200 or self.status in (204, 304)
+                self._start(self.headers if empty else [*self.headers, (b"content-length", b"0")])
+            self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        except StreamFailed as exc:
+            raise wasmtime.WasmtimeError(str(exc)) from None
+        self.finished = True

@@ -1,0 +1,44 @@
+"""WASI 0.2 interfaces the host defines itself, for standard wasi:http components.
+
+A resource type belongs to whoever defines it: once the host defines
+`wasi:http/types` (it must, to create the `incoming-request` and
+`response-outparam` the export takes), every interface whose signatures mention
+`wasi:io` resources must come from the same definitions. So this package
+defines, on our trampoline, everything tied to those resources (`INTERFACES`),
+one module per concern, and leaves the rest of WASI (environment, exit, random,
+wall-clock, terminal-*) to wasmtime's `add_wasip2()`.
+
+- `resources`: the resource tables, handle resolution and linking by import name.
+- `io`: `wasi:io/error|poll|streams` (pollables, input and output streams).
+- `cli`: stdin (empty), stdout and stderr (the component's log sinks).
+- `clocks`: `wasi:clocks/monotonic-clock` (`subscribe-*` make pollables).
+- `filesystem`: no preopens (`files` grants are refused for these components).
+- `sockets`: every socket denied with the interface's own error codes.
+- `http`: `wasi:http/types` and `outgoing-handler` (through the outbound capability).
+
+Every function is looked up by (interface without version, name): one
+definition serves every 0.2.x version a component imports, defined at the
+exact name it imports.
+"""
+
+from host.stdio import ComponentStdio
+from host.wasip2 import cli, clocks, filesystem, http, io, sockets
+from host.wasip2.resources import INTERFACES, Tables, WasiHost
+
+__all__ = ["INTERFACES", "WasiHost", "wasi_host"]
+
+
+def wasi_host(component_id: str, stdio: ComponentStdio,
+              outbound: http.Outbound | None = None) -> WasiHost:
+    """Tables and functions of every host-defined interface, for one component;
+    `outbound` sends its outgoing requests (None: all denied)."""
+    tables = Tables()
+    functions = {
+        **io.functions(tables),
+        **cli.functions(tables, stdio),
+        **clocks.functions(tables),
+        **filesystem.functions(tables),
+        **sockets.functions(tables),
+        **http.functions(tables, outbound),
+    }
+    return WasiHost(component_id, tables, functions)

@@ -1,0 +1,132 @@
+"""Resource tables of the host-defined WASI interfaces, and linking them by import name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+import wasmtime.component as wc
+
+from host.capabilities import ResourceTable, _canonical, _guarded, store_key
+from host.runtime.calls import define_func
+from host.runtime.marshal import Err, Ok
+
+# Interfaces defined by the host: all those whose signatures use wasi:io resources.
+INTERFACES = frozenset({
+    "wasi:io/error", "wasi:io/poll", "wasi:io/streams",
+    "wasi:cli/stdin", "wasi:cli/stdout", "wasi:cli/stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:filesystem/types", "wasi:filesystem/preopens",
+    "wasi:sockets/network", "wasi:sockets/instance-network", "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket", "wasi:sockets/udp", "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:http/types", "wasi:http/outgoing-handler",
+})
+
+KINDS = (
+    "error", "pollable", "input-stream", "output-stream", "fields", "incoming-request",
+    "outgoing-request", "request-options", "response-outparam", "incoming-response",
+    "incoming-body", "future-trailers", "outgoing-response", "outgoing-body",
+    "future-incoming-response", "descriptor", "directory-entry-stream", "network",
+    "tcp-socket", "udp-socket", "incoming-datagram-stream", "outgoing-datagram-stream",
+    "resolve-address-stream",
+)
+# WIT names that are aliases (`use ... as`) of a kind above.
+ALIASES = {"io-error": "error", "headers": "fields", "trailers": "fields"}
+
+HostFunc = Callable[..., Any]
+Functions = dict[tuple[str, str], HostFunc]  # (interface without version, name) -> function
+
+
+class Tables:
+    """One ResourceTable per resource kind; entries belong to the store that made them."""
+
+    def __init__(self, on_drop: Callable[[Any], None] = lambda value: None) -> None:
+        self.by_kind: dict[str, ResourceTable[Any]] = {
+            kind: ResourceTable(kind, on_drop) for kind in KINDS}
+
+    def __getitem__(self, kind: str) -> ResourceTable[Any]:
+        return self.by_kind[ALIASES.get(kind, kind)]
+
+    def add(self, kind: str, store: Any, value: Any) -> wc.ResourceHost:
+        return self.by_kind[kind].add(store, value)
+
+    def get(self, kind: str, store: Any, handle: Any) -> Any:
+        return self.by_kind[kind].get(store, handle)
+
+    def take(self, kind: str, store: Any, handle: Any) -> Any:
+        return self.by_kind[kind].take(store, handle)
+
+    def release_store(self, key: int) -> None:
+        for table in self.by_kind.values():
+            table.release_store(key)
+
+
+def unversioned(name: str) -> str:
+    return name.split("@", 1)[0]
+
+
+def _resolve(store: Any, value: Any) -> Any:
+    # wasmtime requires every borrow lent to the host to be released before the
+    # call returns, and `to_host` on a borrowed handle works once only: convert
+    # each handle exactly once, here, before the implementation sees it.
+    if isinstance(value, wc.ResourceAny):
+        return value.to_host(store)
+    if isinstance(value, list) and value and isinstance(value[0], wc.ResourceAny):
+        return [v.to_host(store) for v in value]
+    if isinstance(value, (Ok, Err)) and isinstance(value.value, wc.ResourceAny):
+        return type(value)(value.value.to_host(store))
+    if isinstance(value, wc.Variant) and isinstance(value.payload, wc.ResourceAny):
+        return wc.Variant(value.tag, value.payload.to_host(store))
+    return value
+
+
+def _resolving(func: HostFunc) -> HostFunc:
+    def call(store: Any, *args: Any) -> Any:
+        return func(store, *[_resolve(store, a) for a in args])
+    return call
+
+
+def _unsupported(interface: str, name: str) -> HostFunc:
+    def trap(store: Any, *args: Any) -> Any:
+        raise wasmtime.WasmtimeError(f"{interface}#{name} is not supported by this host")
+    return trap
+
+
+class WasiHost:
+    """The host-defined WASI interfaces for one component: tables plus functions."""
+
+    def __init__(self, component_id: str, tables: Tables, functions: Functions) -> None:
+        self.component_id = component_id
+        self.tables = tables
+        self.functions = functions
+
+    def link(self, linker: wc.Linker, component: wc.Component,
+             engine: wasmtime.Engine) -> list[str]:
+        """Define every host interface the component imports, at its exact import name
+        (a lower 0.2.x than wasmtime's own would otherwise lose to it); the names."""
+        defined = []
+        for name, item in component.type.imports(engine).items():
+            base = unversioned(name)
+            if base not in INTERFACES:
+                continue
+            ty: Any = item.ty
+            exports: dict[str, Any] = ty.exports(engine)
+            with linker.root() as root, root.add_instance(name) as instance:
+                for export_name, export in exports.items():
+                    if isinstance(export.ty, wc.ResourceType):
+                        self.tables[export_name].define(instance, export_name)
+                for export_name, export in exports.items():
+                    if not isinstance(export.ty, wc.FuncType):
+                        continue
+                    func = (self.functions.get((base, export_name))
+                            or _unsupported(name, export_name))
+                    define_func(instance, export_name, export.ty, _guarded(
+                        self.component_id, name, export_name,
+                        _resolving(_canonical(export.ty, func))))
+            defined.append(name)
+        return defined
+
+    def release(self, store: Any) -> None:
+        self.tables.release_store(store_key(store))

@@ -259,7 +259,7 @@ source = "other.wasm"
     result = run_host("check", "-f", str(tmp_path), "--disable-cache")
     assert result.returncode == 1
     assert ('component "other" does not export spinhost:http/incoming-handler@0.1.0 '
-            "(it exports: run)") in result.stderr
+            "or wasi:http/incoming-handler@0.2.x (it exports: run)") in result.stderr
 
 
 def test_up_with_bad_manifest_exits_1_with_one_line(tmp_path: Path) -> None:

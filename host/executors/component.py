@@ -69,15 +69,11 @@ class ComponentExecutor:
             if abi.INCOMING_HANDLER in exports:
                 raise ComponentError(f'component "{component_id}": {exc}; rebuild it '
                                      "against wit/") from None
-            hint = ""
-            if any(e.startswith("wasi:http/incoming-handler") for e in exports):
-                hint = (
-                    "; wasi:http/incoming-handler is not served by this host, build against "
-                    "the world in wit/ instead (see wit/README.md)"
-                )
             raise ComponentError(
                 f'component "{component_id}" does not export {abi.INCOMING_HANDLER} '
-                f"(it exports: {', '.join(exports) or 'nothing'}){hint}"
+                f"or wasi:http/incoming-handler@0.2.x (it exports: "
+                f"{', '.join(exports) or 'nothing'}); build against the world in wit/ or "
+                "wasi:http/proxy@0.2 (see wit/README.md)"
             ) from None
         self.grants = grants
         self.linker = self._link(grants.allows_every_host)
@@ -87,14 +83,7 @@ class ComponentExecutor:
     def _link(self, allow_wasi_http: bool) -> wc.Linker:
         linker = wc.Linker(self.engine.wasmtime)
         linker.add_wasip2()
-        for capability in self.grants.capabilities:
-            try:
-                capability.link(linker, self.component, self.engine.wasmtime)
-            except wasmtime.WasmtimeError as exc:
-                raise ComponentError(
-                    f'component "{self.id}": cannot link {type(capability).__name__} '
-                    f"imports: {trap_reason(exc)}"
-                ) from None
+        link_capabilities(linker, self.id, self.component, self.engine, self.grants)
         self.wasi_http = False
         imports = abi.imported_names(self.component, self.engine.wasmtime)
         if any(name.startswith(WASI_HTTP_PREFIX) for name in imports):
@@ -175,6 +164,22 @@ class ComponentExecutor:
         and output callbacks) until a later GC pass or interpreter exit."""
         self.grants.release(store_key(instance.store))
         instance.store.close()
+
+
+def link_capabilities(linker: wc.Linker, component_id: str, component: wc.Component,
+                      engine: Engine, grants: ComponentGrants) -> set[str]:
+    """Link every granted capability the component imports; the interfaces they cover."""
+    covered: set[str] = set()
+    for capability in grants.capabilities:
+        try:
+            capability.link(linker, component, engine.wasmtime)
+        except wasmtime.WasmtimeError as exc:
+            raise ComponentError(
+                f'component "{component_id}": cannot link {type(capability).__name__} '
+                f"imports: {trap_reason(exc)}"
+            ) from None
+        covered.update(capability.interfaces)
+    return covered
 
 
 def guest_failure(exc: BaseException, limits: Limits) -> GuestError:

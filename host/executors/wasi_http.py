@@ -23,7 +23,7 @@ from host.capabilities import store_key
 from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
 from host.errors import ComponentError, GuestError, GuestTimeout
-from host.executors.component import guest_failure, trap_reason
+from host.executors.component import guest_failure, link_capabilities, trap_reason
 from host.grants import ComponentGrants
 from host.limits import DEFAULT_POOL_SIZE, Limits
 from host.runtime.abi import HttpRequest
@@ -114,15 +114,8 @@ class WasiHttpExecutor:
         linker.add_wasip2()
         linker.allow_shadowing = True  # ours replace wasmtime's tied interfaces
         defined = set(self.wasi.link(linker, self.component, wasmtime_engine))
-        provided = set(defined)
-        for capability in self.grants.capabilities:
-            try:
-                capability.link(linker, self.component, wasmtime_engine)
-            except wasmtime.WasmtimeError as exc:
-                raise ComponentError(
-                    f'component "{self.id}": cannot link {type(capability).__name__} '
-                    f"imports: {trap_reason(exc)}") from None
-            provided.update(capability.interfaces)
+        provided = defined | link_capabilities(linker, self.id, self.component, self.engine,
+                                               self.grants)
         for name in self.component.type.imports(wasmtime_engine):
             if name not in provided and not name.startswith(_WASMTIME_WASI):
                 raise ComponentError(

@@ -22,20 +22,20 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from host.app import App
 from host.errors import CgiError, GuestError, GuestTimeout
 from host.executors.component import ComponentExecutor
-from host.executors.wagi import WagiExecutor
 from host.executors.wasi_http import WasiHttpExecutor
-from host.fields import is_field_name, is_field_value
 from host.limits import HttpLimits
 from host.routing import WELL_KNOWN_PREFIX, RouteMatch
 from host.runtime.abi import HttpRequest, HttpResponse
-from host.streams import HOP_BY_HOP, AsgiBody, AsgiResponse
+from host.streams import AsgiBody, AsgiResponse, response_head
 
 log = logging.getLogger("host.server")
+
+T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -224,7 +224,7 @@ class HostApp:
             await gate.enter(cost)
             try:
                 response: HttpResponse = await asyncio.get_running_loop().run_in_executor(
-                    self._guest_threads, self._call_guest, executor, request)
+                    self._guest_threads, self._counted, executor.handle, request)
             finally:
                 gate.leave(cost)
             status, headers = _check_response(response, limits.max_response_bytes)
@@ -266,8 +266,8 @@ class HostApp:
         try:
             await gate.enter(0)
             try:
-                await loop.run_in_executor(self._guest_threads, self._call_streaming,
-                                           executor, request, body, response)
+                await loop.run_in_executor(self._guest_threads, self._counted,
+                                           executor.handle, request, body, response)
             finally:
                 gate.leave(0)
             return
@@ -284,16 +284,6 @@ class HostApp:
                       executor.id)
             return
         await _respond(send, status)
-
-    def _call_streaming(self, executor: WasiHttpExecutor, request: HttpRequest,
-                        body: AsgiBody, response: AsgiResponse) -> None:
-        with self._in_flight_lock:
-            self.in_flight += 1
-        try:
-            executor.handle(request, body, response)
-        finally:
-            with self._in_flight_lock:
-                self.in_flight -= 1
 
     async def _busy(self, component_id: str, gate: _Gate, send: Send) -> None:
         limits = self.limits
@@ -312,12 +302,12 @@ class HostApp:
                         "costs 85-200 bytes of host memory per byte; answering 413",
                         component_id, size, limit)
 
-    def _call_guest(self, executor: ComponentExecutor | WagiExecutor,
-                    request: HttpRequest) -> HttpResponse:
+    def _counted(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a guest call on this worker thread, counted in `in_flight` while it runs."""
         with self._in_flight_lock:
             self.in_flight += 1
         try:
-            return executor.handle(request)
+            return call(*args)
         finally:
             with self._in_flight_lock:
                 self.in_flight -= 1
@@ -382,20 +372,13 @@ def spin_headers(
 def _check_response(response: HttpResponse,
                     max_bytes: int) -> tuple[int, list[tuple[bytes, bytes]]]:
     """Validate what the guest returned; anything malformed is a guest error."""
-    if not 100 <= response.status <= 599:
-        raise GuestError(f"invalid status code {response.status}")
+    try:
+        headers = response_head(response.status, response.headers)
+    except ValueError as exc:
+        raise GuestError(str(exc)) from None
     if len(response.body) > max_bytes:
         raise GuestError(f"response body of {len(response.body)} bytes exceeds the limit of "
                          f"{max_bytes} bytes (--max-response-bytes)")
-    headers: list[tuple[bytes, bytes]] = []
-    for name, value in response.headers:
-        raw = name.lower().encode("utf-8")
-        if not is_field_name(raw):
-            raise GuestError(f"invalid response header name {name!r}")
-        if not is_field_value(value):
-            raise GuestError(f"invalid value for response header {name!r}")
-        if raw not in HOP_BY_HOP:
-            headers.append((raw, value))
     return response.status, headers
 
 

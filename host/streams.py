@@ -27,6 +27,24 @@ T = TypeVar("T")
 HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 
 
+def response_head(status: int, headers: list[tuple[str, bytes]]
+                  ) -> list[tuple[bytes, bytes]]:
+    """A guest's status and headers checked, as sent to the client (hop-by-hop ones
+    dropped); ValueError naming what is malformed. Both executors' responses."""
+    if not 100 <= status <= 599:
+        raise ValueError(f"invalid status code {status}")
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        raw = name.lower().encode("utf-8")
+        if not is_field_name(raw):
+            raise ValueError(f"invalid response header name {name!r}")
+        if not is_field_value(value):
+            raise ValueError(f"invalid value for response header {name!r}")
+        if raw not in HOP_BY_HOP:
+            out.append((raw, value))
+    return out
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on the event loop and wait for it, at most until the deadline."""
     future = asyncio.run_coroutine_threadsafe(coro, loop)
@@ -100,15 +118,11 @@ class AsgiResponse:
             raise StreamFailed(f"sending the response failed: {exc}") from None
 
     def head(self, status: int, headers: list[tuple[str, bytes]]) -> None:
-        if not 100 <= status <= 599:
-            raise wasmtime.WasmtimeError(f"invalid status code {status}")
+        try:
+            self.headers.extend(response_head(status, headers))
+        except ValueError as exc:
+            raise wasmtime.WasmtimeError(str(exc)) from None
         self.status = status
-        for name, value in headers:
-            raw = name.lower().encode("utf-8")
-            if not is_field_name(raw) or not is_field_value(value):
-                raise wasmtime.WasmtimeError(f"invalid response header {name!r}")
-            if raw not in HOP_BY_HOP:
-                self.headers.append((raw, value))
 
     def _start(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True

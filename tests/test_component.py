@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import wasmtime
 
 from host.app import App, AppSettings, load_app
-from host.errors import ComponentError, GuestError, MarshalError
+from host.errors import ComponentError, GuestError, GuestTimeout, MarshalError
+from host.executors.component import guest_failure
+from host.limits import Limits
 from host.manifest import load_manifest
 from host.runtime import abi
 from host.runtime.engine import Engine
@@ -125,3 +129,13 @@ def test_a_handler_of_another_shape_is_refused_at_start(tmp_path: Path) -> None:
     assert 'component "c": spinhost:http/incoming-handler@0.1.0#handle is' in message
     assert "status: string" in message and "status: u16" in message
     assert "rebuild it against wit/" in message
+
+
+def test_a_trap_after_the_deadline_is_a_timeout() -> None:
+    # A host call cut short at the deadline hands the guest an error value; a
+    # guest that then traps on it still ran out of time: 504, not 500.
+    trap = wasmtime.WasmtimeError("wasm trap: wasm `unreachable` instruction executed")
+    late = guest_failure(trap, Limits(deadline_seconds=2), deadline=time.monotonic() - 0.1)
+    assert isinstance(late, GuestTimeout) and str(late) == "deadline of 2 s exceeded"
+    early = guest_failure(trap, Limits(), deadline=time.monotonic() + 60)
+    assert type(early) is GuestError and "unreachable" in str(early)

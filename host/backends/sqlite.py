@@ -34,7 +34,11 @@ log = logging.getLogger("host.kv")
 
 T = TypeVar("T")
 
-PROGRESS_INSTRUCTIONS = 1000  # how often a running statement checks the request's deadline
+# How often a running statement (key-value here, guest SQL in
+# host/capabilities/sqlite.py) checks the request's deadline: every this many
+# SQLite VM instructions, well under a millisecond apart and too rare to cost
+# anything measurable; and what the caller is told when it was interrupted.
+PROGRESS_INSTRUCTIONS = 1000
 INTERRUPTED = "interrupted: the request's deadline has passed"
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS spin_key_value (

@@ -38,7 +38,7 @@ from typing import Any, cast
 import wasmtime.component as wc
 
 from host.backends import check_file
-from host.backends.sqlite import describe
+from host.backends.sqlite import INTERRUPTED, PROGRESS_INSTRUCTIONS, describe
 from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
 from host.deadline import DeadlineExceeded, expired, time_left
 from host.errors import BackendError, ComponentError, ConfigError
@@ -52,11 +52,6 @@ DEFAULT_LABEL = "default"  # the only label without a runtime-config table
 DEFAULT_FILE = "sqlite_db.db"  # in the state dir
 
 ACCESS_DENIED = wc.Variant("access-denied")
-INTERRUPTED = "interrupted: the request's deadline has passed"
-
-# The progress handler runs every this many SQLite VM instructions: well under
-# a millisecond apart, and too rare to cost anything measurable.
-PROGRESS_INSTRUCTIONS = 1000
 # Rows fetched from SQLite at a time while the result is measured.
 FETCH_ROWS = 64
 # What one value (or row, or column name) costs beyond its bytes, for the

@@ -9,6 +9,7 @@ dropped, so one request's guest state never reaches another's.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ class ComponentExecutor:
         instance = self.pool.take()
         instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
         reused = False
+        deadline = math.inf
         try:
             with request_deadline(self.limits.deadline_seconds) as deadline:
                 response = abi.call_handler(instance.handler, request)
@@ -143,14 +145,14 @@ class ComponentExecutor:
                 # A host call cut short at the deadline answers the guest an
                 # error value; the guest may still return before the next epoch
                 # tick traps it. The client gets the deadline's 504 either way.
-                raise GuestTimeout(f"deadline of {self.limits.deadline_seconds:g} s exceeded")
+                raise deadline_exceeded(self.limits)
             instance.uses += 1
             if instance.uses < self.limits.max_instance_reuse:
                 self.pool.give_back(instance)  # only after success: a trap poisons it
                 reused = True
             return response
         except wasmtime.WasmtimeError as exc:
-            raise guest_failure(exc, self.limits) from None
+            raise guest_failure(exc, self.limits, deadline) from None
         except MarshalError as exc:
             raise GuestError(f"invalid response from guest: {exc}") from None
         finally:
@@ -182,8 +184,19 @@ def link_capabilities(linker: wc.Linker, component_id: str, component: wc.Compon
     return covered
 
 
-def guest_failure(exc: BaseException, limits: Limits) -> GuestError:
-    """The GuestError (or GuestTimeout) a wasmtime error during a request stands for."""
+def deadline_exceeded(limits: Limits) -> GuestTimeout:
+    return GuestTimeout(f"deadline of {limits.deadline_seconds:g} s exceeded")
+
+
+def guest_failure(exc: BaseException, limits: Limits, deadline: float = math.inf
+                  ) -> GuestError:
+    """The GuestError (or GuestTimeout) a wasmtime error during a request stands for.
+
+    Past the request's `deadline` it is a timeout whatever the trap: a host call
+    cut short there (a read, a statement, a send) may have made the guest fail.
+    """
+    if time.monotonic() >= deadline:
+        return deadline_exceeded(limits)
     reason = trap_reason(exc)
     if "too much data is being copied" in reason:
         return GuestError(
@@ -191,7 +204,7 @@ def guest_failure(exc: BaseException, limits: Limits) -> GuestError:
             "host-call copy budget, about 2.5 MiB of body per call)"
         )
     if reason == "wasm trap: interrupt":
-        return GuestTimeout(f"deadline of {limits.deadline_seconds:g} s exceeded")
+        return deadline_exceeded(limits)
     return GuestError(reason)
 
 

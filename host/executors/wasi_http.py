@@ -22,8 +22,13 @@ import wasmtime.component as wc
 from host.capabilities import store_key
 from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
-from host.errors import ComponentError, GuestError, GuestTimeout
-from host.executors.component import guest_failure, link_capabilities, trap_reason
+from host.errors import ComponentError, GuestError
+from host.executors.component import (
+    deadline_exceeded,
+    guest_failure,
+    link_capabilities,
+    trap_reason,
+)
 from host.grants import ComponentGrants
 from host.limits import DEFAULT_POOL_SIZE, Limits
 from host.runtime.abi import HttpRequest
@@ -167,12 +172,9 @@ class WasiHttpExecutor:
                         tables["response-outparam"].add(store, Outparam(exchange)))
                 self.typed.call(store, instance.func, args)
             if time.monotonic() >= deadline:
-                raise GuestTimeout(f"deadline of {self.limits.deadline_seconds:g} s exceeded")
+                raise deadline_exceeded(self.limits)
         except wasmtime.WasmtimeError as exc:
-            if time.monotonic() >= deadline:  # a host call (a read, a send) hit it first
-                raise GuestTimeout(
-                    f"deadline of {self.limits.deadline_seconds:g} s exceeded") from None
-            raise guest_failure(exc, self.limits) from None
+            raise guest_failure(exc, self.limits, deadline) from None
         finally:
             self.wasi.release(store)
             self.grants.release(store_key(store))

@@ -95,6 +95,17 @@ class OutboundLimits:
     max_connections: int = 100
 
 
+# Host resources (buckets, connections, streams, header fields...) one instance
+# may hold at once, per resource kind: every handle is host memory (and an SQLite
+# connection is open files), and a guest could otherwise make them in a loop
+# until its deadline. Past it, the call traps (500) naming the kind.
+MAX_LIVE_HANDLES = 10_000
+# Header field bytes a wasi:http guest may make the host hold for one request
+# (fields it builds, appends to, clones, or copies of the request's): a guest
+# could otherwise clone or append in a loop until its deadline.
+MAX_FIELD_BYTES_PER_REQUEST = 1 * MiB
+
+
 @dataclass(frozen=True)
 class SqliteLimits:
     """Bounds on what one guest SQL statement may do with the host's SQLite.
@@ -106,6 +117,8 @@ class SqliteLimits:
 
     # Waiting for another writer's lock; also capped by the request's deadline.
     busy_timeout_seconds: float = 30.0
+    # Connections one instance may hold open at once (each is up to 3 open files).
+    max_open_connections: int = 16
     # SQLITE_LIMIT_LENGTH: the largest string, blob or table row a statement may
     # make or read (zeroblob, ||, group_concat, a bound parameter included).
     max_value_bytes: int = 1 * MiB

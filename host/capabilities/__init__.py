@@ -41,6 +41,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.errors import ComponentError
+from host.limits import MAX_LIVE_HANDLES
 from host.runtime.calls import define_func, import_func_types
 from host.runtime.marshal import Err, Ok, compile_type, host_value_adapter
 from host.runtime.wasmtime_private import context_address
@@ -74,8 +75,10 @@ class ResourceTable(Generic[T]):
     the instance's store, so nothing outlives the request that made it.
     """
 
-    def __init__(self, name: str, close: Callable[[T], None] = lambda value: None) -> None:
+    def __init__(self, name: str, close: Callable[[T], None] = lambda value: None,
+                 max_live: int = MAX_LIVE_HANDLES) -> None:
         self.name = name
+        self.max_live = max_live  # per store
         self.type_id = next(_resource_type_ids)
         self.type = wc.ResourceType.host(self.type_id)
         self._close = close
@@ -85,12 +88,23 @@ class ResourceTable(Generic[T]):
         self._lock = threading.Lock()
 
     def add(self, store: Any, value: T) -> wc.ResourceHost:
-        """Store `value` for this store; returns an owned handle for the guest."""
+        """Store `value` for this store; returns an owned handle for the guest.
+
+        Past `max_live` handles in this store the value is closed and the call
+        traps: nothing a guest can loop on grows without bound."""
         key = store_key(store)
         with self._lock:
-            rep = next(self._reps) & 0xFFFFFFFF
-            self._entries[rep] = (key, value)
-            self._by_store.setdefault(key, set()).add(rep)
+            live = self._by_store.setdefault(key, set())
+            full = len(live) >= self.max_live
+            if not full:
+                rep = next(self._reps) & 0xFFFFFFFF
+                self._entries[rep] = (key, value)
+                live.add(rep)
+        if full:
+            self._close(value)
+            raise wasmtime.WasmtimeError(
+                f"the guest holds {self.max_live} {self.name} handles, the most one instance "
+                "may hold at once; drop some first")
         return wc.ResourceHost.own(rep, self.type_id)
 
     def get(self, store: Any, handle: Any) -> T:

@@ -437,11 +437,13 @@ def _from_sql(value: object) -> wc.Variant:
 class Sqlite(Capability):
     interfaces = (SQLITE,)
 
-    def __init__(self, component_id: str, databases: Mapping[str, SqliteDatabase]) -> None:
+    def __init__(self, component_id: str, databases: Mapping[str, SqliteDatabase],
+                 limits: SqliteLimits | None = None) -> None:
         super().__init__(component_id)
         self.databases = dict(databases)
         self.connections: ResourceTable[GuestConnection] = ResourceTable(
-            "connection", close=lambda conn: conn.close())
+            "connection", close=lambda conn: conn.close(),
+            max_live=(limits or SqliteLimits()).max_open_connections)
 
     def tables(self) -> list[ResourceTable[Any]]:
         return [self.connections]
@@ -493,7 +495,7 @@ class SqliteFactor(Factor):
 
     def for_component(self, component: Component) -> Sqlite:
         return Sqlite(component.id, {label: self._database(component, label)
-                                     for label in component.sqlite_databases})
+                                     for label in component.sqlite_databases}, self.limits)
 
     def _database(self, component: Component, label: str) -> SqliteDatabase:
         if label in self.databases:

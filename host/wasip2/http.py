@@ -19,6 +19,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.fields import is_field_name, is_field_value
+from host.limits import MAX_FIELD_BYTES_PER_REQUEST
 from host.runtime.marshal import Err, Ok
 from host.wasip2.io import (
     WRITE_BUDGET,
@@ -208,13 +209,21 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
         found: Fields = t.get("fields", s, h)
         return found
 
+    def charge(s: Any, entries: list[tuple[str, bytes]]) -> None:
+        t.charge(s, sum(len(n) + len(v) for n, v in entries), MAX_FIELD_BYTES_PER_REQUEST,
+                 "header fields")
+
+    def new_fields(s: Any, entries: list[tuple[str, bytes]], immutable: bool = False) -> Any:
+        charge(s, entries)
+        return t.add("fields", s, Fields(entries, immutable))
+
     def valid(name: str, value: bytes) -> bool:
         return is_field_name(name.encode("latin-1", "replace")) and is_field_value(value)
 
     def from_list(s: Any, entries: list[tuple[str, bytes]]) -> Any:
         if not all(valid(n, bytes(v)) for n, v in entries):
             return invalid
-        return Ok(t.add("fields", s, Fields([(n.lower(), bytes(v)) for n, v in entries])))
+        return Ok(new_fields(s, [(n.lower(), bytes(v)) for n, v in entries]))
 
     def fields_set(s: Any, h: Any, name: str, values: list[bytes]) -> Any:
         f = fields(s, h)
@@ -223,7 +232,9 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
         if not all(valid(name, v) for v in values):
             return invalid
         name = name.lower()
-        f.entries = [(n, v) for n, v in f.entries if n != name] + [(name, v) for v in values]
+        added = [(name, v) for v in values]
+        charge(s, added)
+        f.entries = [(n, v) for n, v in f.entries if n != name] + added
         return Ok(None)
 
     def fields_delete(s: Any, h: Any, name: str) -> Any:
@@ -239,6 +250,7 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
             return immutable
         if not valid(name, value):
             return invalid
+        charge(s, [(name, value)])
         f.entries.append((name.lower(), value))
         return Ok(None)
 
@@ -391,7 +403,7 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
 
     ok = Ok(None)
     return {
-        (H, "[constructor]fields"): lambda s: t.add("fields", s, Fields()),
+        (H, "[constructor]fields"): lambda s: new_fields(s, []),
         (H, "[static]fields.from-list"): from_list,
         (H, "[method]fields.get"):
             lambda s, h, name: [v for n, v in fields(s, h).entries if n == name.lower()],
@@ -402,14 +414,14 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
         (H, "[method]fields.append"): fields_append,
         (H, "[method]fields.entries"): lambda s, h: list(fields(s, h).entries),
         (H, "[method]fields.clone"):
-            lambda s, h: t.add("fields", s, Fields(list(fields(s, h).entries))),
+            lambda s, h: new_fields(s, list(fields(s, h).entries)),
         (H, "[method]incoming-request.method"): lambda s, h: _method(request(s, h).method),
         (H, "[method]incoming-request.path-with-query"):
             lambda s, h: request(s, h).path_with_query,
         (H, "[method]incoming-request.scheme"): scheme,
         (H, "[method]incoming-request.authority"): lambda s, h: request(s, h).authority,
         (H, "[method]incoming-request.headers"):
-            lambda s, h: t.add("fields", s, Fields(list(request(s, h).headers), True)),
+            lambda s, h: new_fields(s, list(request(s, h).headers), True),
         (H, "[method]incoming-request.consume"): consume,
         (H, "[method]incoming-body.stream"): body_stream,
         (H, "[static]incoming-body.finish"): body_finish,
@@ -447,7 +459,7 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
         (H, "[method]future-incoming-response.get"): future_get,
         (H, "[method]incoming-response.status"): lambda s, h: incoming_response(s, h).status,
         (H, "[method]incoming-response.headers"):
-            lambda s, h: t.add("fields", s, Fields(list(incoming_response(s, h).headers), True)),
+            lambda s, h: new_fields(s, list(incoming_response(s, h).headers), True),
         (H, "[method]incoming-response.consume"): response_consume,
         (H, "[constructor]request-options"): lambda s: t.add("request-options", s, None),
         (H, "[method]request-options.set-connect-timeout"): lambda s, h, d: ok,

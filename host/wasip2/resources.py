@@ -45,6 +45,7 @@ class Tables:
     def __init__(self, on_drop: Callable[[Any], None] = lambda value: None) -> None:
         self.by_kind: dict[str, ResourceTable[Any]] = {
             kind: ResourceTable(kind, on_drop) for kind in KINDS}
+        self.held: dict[int, int] = {}  # store key -> bytes charged (`charge`)
 
     def __getitem__(self, kind: str) -> ResourceTable[Any]:
         return self.by_kind[ALIASES.get(kind, kind)]
@@ -58,9 +59,20 @@ class Tables:
     def take(self, kind: str, store: Any, handle: Any) -> Any:
         return self.by_kind[kind].take(store, handle)
 
+    def charge(self, store: Any, size: int, limit: int, what: str) -> None:
+        """Count `size` more bytes of `what` held for this store; trap past `limit`."""
+        key = store_key(store)
+        held = self.held.get(key, 0) + size
+        if held > limit:
+            raise wasmtime.WasmtimeError(
+                f"the guest made the host hold more than {limit} bytes of {what} "
+                "for one request")
+        self.held[key] = held
+
     def release_store(self, key: int) -> None:
         for table in self.by_kind.values():
             table.release_store(key)
+        self.held.pop(key, None)
 
 
 def unversioned(name: str) -> str:

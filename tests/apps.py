@@ -27,10 +27,11 @@ OUTPUTS = {
     "hello-wagi": "hello.wasm",
     "kv-counter": "kv-counter.wasm",
     "capability-probe": "capability-probe.wasm",
+    "spin-python": "spin-python.wasm",
 }
 # apps whose build writes more than one file
 EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"]}
-_SKIP_DIRS = {"node_modules", "dist", "__pycache__", ".spin"}
+_SKIP_DIRS = {"node_modules", "dist", "__pycache__", ".spin", ".venv"}
 
 
 def _cache_root() -> Path:

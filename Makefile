@@ -48,4 +48,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) apps/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules \
-	  apps/hello-js/dist apps/hello-js/node_modules apps/spin-python/.venv
+	  apps/hello-js/dist apps/hello-js/node_modules

@@ -23,6 +23,7 @@ from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
 from host.capabilities.outbound import Outbound, OutboundFactor
 from host.capabilities.sqlite import SqliteFactor
+from host.capabilities.unprovided import UnprovidedFactor
 from host.capabilities.variables import VariablesFactor
 from host.manifest import Component, Manifest
 
@@ -35,6 +36,7 @@ FACTORS: tuple[type[Factor], ...] = (
     KeyValueFactor,
     SqliteFactor,
     FilesFactor,
+    UnprovidedFactor,  # last: links what no capability above provides
 )
 
 

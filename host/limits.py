@@ -178,6 +178,9 @@ class KeyValueLimits:
     busy_timeout_seconds: float = 30.0
     # SQLite backend: keys per list-keys page (Redis: `redis.scan_count`).
     page_size: int = 1000
+    # fermyon:spin/key-value stores one instance may hold open at once; past it
+    # `open` answers store-table-full (Spin's own table holds 256).
+    max_open_stores: int = 256
     redis: RedisLimits = RedisLimits()
 
 

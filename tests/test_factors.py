@@ -31,7 +31,8 @@ NOT_GRANTS = {"id", "source", "description", "environment", "build"}
 
 def test_the_registry_lists_every_capability_in_configuration_order() -> None:
     assert [f.__name__ for f in FACTORS] == [
-        "VariablesFactor", "OutboundFactor", "KeyValueFactor", "SqliteFactor", "FilesFactor"]
+        "VariablesFactor", "OutboundFactor", "KeyValueFactor", "SqliteFactor", "FilesFactor",
+        "UnprovidedFactor"]
     assert all(issubclass(f, Factor) for f in FACTORS)
 
 
@@ -59,7 +60,7 @@ def test_the_hook_interface() -> None:
     assert _params(Factor.for_component) == ["self", "component"]
     assert _params(Factor.close) == ["self"]
     # Per component linker, then per instance.
-    assert _params(Capability.link) == ["self", "linker", "component", "engine"]
+    assert _params(Capability.link) == ["self", "linker", "component", "engine", "linked"]
     assert _params(Capability.prepare) == ["self", "wasi"]
     assert _params(Capability.release_store) == ["self", "key"]
     assert {f.name for f in dataclasses.fields(AppContext)} == {
@@ -73,9 +74,10 @@ def test_the_hook_interface() -> None:
 class Recorder(Capability):
     calls: list[str] = []
 
-    def link(self, linker: wc.Linker, component: wc.Component, engine: wasmtime.Engine) -> None:
+    def link(self, linker: wc.Linker, component: wc.Component, engine: wasmtime.Engine,
+             linked: set[str] | frozenset[str] = frozenset()) -> set[str]:
         self.calls.append("link")
-        super().link(linker, component, engine)
+        return super().link(linker, component, engine, linked)
 
     def prepare(self, wasi: wasmtime.WasiConfig) -> None:
         self.calls.append("prepare")

@@ -52,7 +52,8 @@ def unavailable(name: str) -> str:
         from spin_sdk.wit.imports import postgres
         postgres.Connection.open("postgres://127.0.0.1:5432/db")
     elif name == "postgres3":
-        from spin_sdk.wit.imports import spin_postgres_postgres as pg3
+        # componentize-py 0.17.2 names this binding after its version (it clashes with 4.0.0)
+        from spin_sdk.wit.imports import spin_postgres_postgres_3_0_0 as pg3  # type: ignore
         pg3.Connection.open("postgres://127.0.0.1:5432/db")
     elif name == "postgres4":
         from spin_sdk.wit.imports import spin_postgres_postgres_4_0_0 as pg4

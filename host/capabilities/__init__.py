@@ -107,6 +107,10 @@ class ResourceTable(Generic[T]):
                 "may hold at once; drop some first")
         return wc.ResourceHost.own(rep, self.type_id)
 
+    def live(self, store: Any) -> int:
+        """How many handles of this table the store holds now."""
+        return len(self._by_store.get(store_key(store), ()))
+
     def get(self, store: Any, handle: Any) -> T:
         """The value behind a handle the guest passed in (borrowed or owned)."""
         host = handle.to_host(store) if isinstance(handle, wc.ResourceAny) else handle
@@ -167,12 +171,16 @@ class Capability:
     def tables(self) -> list[ResourceTable[Any]]:
         return []
 
-    def link(self, linker: wc.Linker, component: wc.Component, engine: wasmtime.Engine) -> None:
-        """Define every interface of this capability that the component imports."""
+    def link(self, linker: wc.Linker, component: wc.Component, engine: wasmtime.Engine,
+             linked: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """Define every interface of this capability that the component imports,
+        except those in `linked` (another capability's); returns the ones defined."""
         imported = component.type.imports(engine)
+        defined: set[str] = set()
         for interface in self.interfaces:
-            if interface not in imported:
+            if interface not in imported or interface in linked:
                 continue
+            defined.add(interface)
             types = import_func_types(component, engine, interface)
             functions = self.functions(interface)
             with linker.root() as root, root.add_instance(interface) as instance:
@@ -187,6 +195,7 @@ class Capability:
                     define_func(instance, name, fty,
                                 _guarded(self.component_id, interface, name,
                                          _canonical(fty, func)))
+        return defined
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         raise NotImplementedError

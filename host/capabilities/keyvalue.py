@@ -1,4 +1,5 @@
-"""Key-value: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft2).
+"""Key-value: `wasi:keyvalue` (store, atomics, batch @0.2.0-draft2) and Spin's
+`fermyon:spin/key-value@2.0.0` (what Spin SDK 3.x apps call), over the same stores.
 
 A component may open the labels in its `key_value_stores`; each label is
 served by the backend the runtime config gives it (`[key_value_store.LABEL]`,
@@ -36,6 +37,7 @@ VERSION = "0.2.0-draft2"
 STORE = f"wasi:keyvalue/store@{VERSION}"
 ATOMICS = f"wasi:keyvalue/atomics@{VERSION}"
 BATCH = f"wasi:keyvalue/batch@{VERSION}"
+SPIN_KEY_VALUE = "fermyon:spin/key-value@2.0.0"
 
 ACCESS_DENIED = wc.Variant("access-denied")
 DEFAULT_FILE = "sqlite_key_value.db"  # in the state dir
@@ -65,7 +67,7 @@ class Snapshot:
 
 
 class KeyValue(Capability):
-    interfaces = (STORE, ATOMICS, BATCH)
+    interfaces = (STORE, ATOMICS, BATCH, SPIN_KEY_VALUE)
 
     def __init__(self, component_id: str, stores: Mapping[str, KeyValueBackend],
                  limits: KeyValueLimits | None = None) -> None:
@@ -75,15 +77,21 @@ class KeyValue(Capability):
         self.limits = limits or KeyValueLimits()
         self.buckets: ResourceTable[Bucket] = ResourceTable("bucket")
         self.snapshots: ResourceTable[Snapshot] = ResourceTable("cas")
+        # Spin's `store` resource is its own type: a handle of one interface is
+        # never accepted by the other.
+        self.spin_stores: ResourceTable[Bucket] = ResourceTable(
+            "store", max_live=self.limits.max_open_stores)
 
     def tables(self) -> list[ResourceTable[Any]]:
-        return [self.buckets, self.snapshots]
+        return [self.buckets, self.snapshots, self.spin_stores]
 
     def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
         if interface == STORE:
             return {"bucket": self.buckets}
         if interface == ATOMICS:
             return {"cas": self.snapshots}
+        if interface == SPIN_KEY_VALUE:
+            return {"store": self.spin_stores}
         return {}
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
@@ -106,13 +114,25 @@ class KeyValue(Capability):
                 "increment": op(lambda b, key, delta: b.backend.increment(b.label, key, delta)),
                 "swap": self.swap,
             }
+        if interface == SPIN_KEY_VALUE:
+            spin = self._spin_operation
+            return {
+                "[static]store.open": self.spin_open,
+                "[method]store.get": spin(lambda b, key: value(b.backend.get(b.label, key))),
+                "[method]store.set": spin(lambda b, key, v: b.backend.set(b.label, key,
+                                                                          value(v))),
+                "[method]store.delete": spin(lambda b, key: b.backend.delete(b.label, key)),
+                "[method]store.exists": spin(lambda b, key: b.backend.exists(b.label, key)),
+                "[method]store.get-keys": spin(self._all_keys),
+            }
         return {
             "get-many": op(self._get_many),
             "set-many": op(self._set_many),
             "delete-many": op(lambda b, keys: b.backend.delete_many(b.label, keys)),
         }
 
-    def open(self, store: Any, label: str) -> Ok | Err:
+    def open(self, store: Any, label: str,
+             table: ResourceTable[Bucket] | None = None) -> Ok | Err:
         backend = self.stores.get(label)
         if backend is None:
             log.warning(
@@ -121,12 +141,24 @@ class KeyValue(Capability):
                 self.component_id, label, list(self.stores),
             )
             return Err(ACCESS_DENIED)
-        return Ok(self.buckets.add(store, Bucket(label, backend)))
+        buckets = self.buckets if table is None else table
+        if buckets is self.spin_stores and buckets.live(store) >= buckets.max_live:
+            log.warning('component "%s" holds %d open key-value stores, the most one instance '
+                        "may hold: store-table-full", self.component_id, buckets.max_live)
+            return Err(wc.Variant("store-table-full"))
+        return Ok(buckets.add(store, Bucket(label, backend)))
 
-    def _operation(self, body: Callable[..., Any]) -> Callable[..., Ok | Err]:
+    def spin_open(self, store: Any, label: str) -> Ok | Err:
+        """`fermyon:spin/key-value` open: the same grants, Spin's handle type and errors."""
+        return self.open(store, label, table=self.spin_stores)
+
+    def _operation(self, body: Callable[..., Any],
+                   table: ResourceTable[Bucket] | None = None) -> Callable[..., Ok | Err]:
         """A bucket method: resolve the handle, run `body`, map backend errors."""
+        buckets = self.buckets if table is None else table
+
         def call(store: Any, handle: Any, *args: Any) -> Ok | Err:
-            bucket = self.buckets.get(store, handle)
+            bucket = buckets.get(store, handle)
             try:
                 return Ok(body(bucket, *args))
             except BackendError as exc:
@@ -134,6 +166,25 @@ class KeyValue(Capability):
             except _TooLarge as exc:
                 return _other(self._refuse(bucket, exc))
         return call
+
+    def _spin_operation(self, body: Callable[..., Any]) -> Callable[..., Ok | Err]:
+        return self._operation(body, self.spin_stores)
+
+    def _all_keys(self, bucket: Bucket) -> list[str]:
+        """Every key of a store (Spin's get-keys has no cursor), bounded like a batch."""
+        keys: list[str] = []
+        size = 0
+        cursor: str | None = None
+        while True:
+            page, cursor = bucket.backend.list_keys(bucket.label, cursor)
+            keys.extend(page)
+            size += sum(len(key) + 16 for key in page)
+            if size > self.limits.max_batch_bytes:
+                raise _TooLarge(f"get-keys: the store's keys take over "
+                                f"{self.limits.max_batch_bytes} bytes (the batch limit); "
+                                "use wasi:keyvalue list-keys with a cursor")
+            if cursor is None:
+                return keys
 
     def _value(self, value: bytes | None) -> bytes | None:
         """`value`, unless it is over the value limit (None passes: no value)."""

@@ -1,4 +1,7 @@
-"""SQLite: `spinhost:sqlite/sqlite` over the databases in `sqlite_databases`.
+"""SQLite: `spinhost:sqlite/sqlite`, and Spin's `fermyon:spin/sqlite@2.0.0` and
+`spin:sqlite/sqlite@3.0.0` (what Spin SDK 3.x apps call), over the databases in
+`sqlite_databases`. The three interfaces share values and errors; 3.0.0 adds
+`last-insert-rowid` and `changes`.
 
 Each label names a database file (the runtime config may point it anywhere;
 `default` is `<state dir>/sqlite_db.db`). `connection.open` on a label the
@@ -48,6 +51,8 @@ from host.manifest import Component
 log = logging.getLogger("host.sqlite")
 
 SQLITE = "spinhost:sqlite/sqlite@0.1.0"
+SPIN_SQLITE_2 = "fermyon:spin/sqlite@2.0.0"
+SPIN_SQLITE_3 = "spin:sqlite/sqlite@3.0.0"
 DEFAULT_LABEL = "default"  # the only label without a runtime-config table
 DEFAULT_FILE = "sqlite_db.db"  # in the state dir
 
@@ -311,6 +316,17 @@ class GuestConnection:
             if cursor is not None:
                 cursor.close()  # resets the statement even when reading stopped early
 
+    def last_insert_rowid(self) -> int:
+        return int(self._host_query("SELECT last_insert_rowid()"))
+
+    def changes(self) -> int:
+        """Rows changed by the last INSERT, UPDATE or DELETE (SQLite's changes())."""
+        return int(self._host_query("SELECT changes()"))
+
+    def _host_query(self, sql: str) -> object:
+        with self._guard.host_statement():
+            return self._conn.execute(sql).fetchone()[0]
+
     def _bound_busy_wait(self) -> None:
         """Wait for another writer's lock at most until the request's deadline."""
         seconds = time_left(self.limits.busy_timeout_seconds)
@@ -435,27 +451,43 @@ def _from_sql(value: object) -> wc.Variant:
 
 
 class Sqlite(Capability):
-    interfaces = (SQLITE,)
+    interfaces = (SQLITE, SPIN_SQLITE_2, SPIN_SQLITE_3)
 
     def __init__(self, component_id: str, databases: Mapping[str, SqliteDatabase],
                  limits: SqliteLimits | None = None) -> None:
         super().__init__(component_id)
         self.databases = dict(databases)
-        self.connections: ResourceTable[GuestConnection] = ResourceTable(
-            "connection", close=lambda conn: conn.close(),
-            max_live=(limits or SqliteLimits()).max_open_connections)
+        max_live = (limits or SqliteLimits()).max_open_connections
+        # One table per interface: each interface's `connection` is its own resource type.
+        self.connections: dict[str, ResourceTable[GuestConnection]] = {
+            interface: ResourceTable("connection", close=lambda conn: conn.close(),
+                                     max_live=max_live)
+            for interface in self.interfaces}
 
     def tables(self) -> list[ResourceTable[Any]]:
-        return [self.connections]
+        return list(self.connections.values())
 
     def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
-        return {"connection": self.connections}
+        return {"connection": self.connections[interface]}
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
-        return {"[static]connection.open": self.open,
-                "[method]connection.execute": self.execute}
+        table = self.connections[interface]
+        functions: dict[str, Callable[..., Any]] = {
+            "[static]connection.open": lambda store, label: self.open(store, label, table),
+            "[method]connection.execute":
+                lambda store, handle, statement, parameters:
+                    self.execute(store, handle, statement, parameters, table),
+        }
+        if interface == SPIN_SQLITE_3:
+            functions["[method]connection.last-insert-rowid"] = \
+                lambda store, handle: table.get(store, handle).last_insert_rowid()
+            functions["[method]connection.changes"] = \
+                lambda store, handle: table.get(store, handle).changes()
+        return functions
 
-    def open(self, store: Any, label: str) -> Ok | Err:
+    def open(self, store: Any, label: str,
+             table: ResourceTable[GuestConnection] | None = None) -> Ok | Err:
+        table = self.connections[SQLITE] if table is None else table
         database = self.databases.get(label)
         if database is None:
             log.warning(
@@ -472,11 +504,13 @@ class Sqlite(Capability):
             log.error('component "%s": cannot open SQLite database "%s" (%s): %s',
                       self.component_id, label, database.description, exc)
             return _io(f'cannot open database "{label}"')
-        return Ok(self.connections.add(store, conn))
+        return Ok(table.add(store, conn))
 
-    def execute(self, store: Any, handle: Any, statement: str, parameters: list[Any]) -> Ok | Err:
+    def execute(self, store: Any, handle: Any, statement: str, parameters: list[Any],
+                table: ResourceTable[GuestConnection] | None = None) -> Ok | Err:
+        table = self.connections[SQLITE] if table is None else table
         try:
-            conn = self.connections.get(store, handle)
+            conn = table.get(store, handle)
         except LookupError:
             return Err(wc.Variant("invalid-connection"))
         return conn.execute(statement, [_to_sql(p) for p in parameters])

@@ -1,4 +1,5 @@
-"""Variables: app `[variables]` resolved by providers, served as `wasi:config/store`.
+"""Variables: app `[variables]` resolved by providers, served as `wasi:config/store`
+and Spin's `fermyon:spin/variables@2.0.0`.
 
 Resolution, per app variable, in Spin's order: the runtime config's
 `[[variables_provider]]` entries in file order (`static`, `env`), then the
@@ -26,6 +27,7 @@ from host.manifest import Component, Manifest
 from host.templates import render
 
 CONFIG_STORE = "wasi:config/store@0.2.0-draft-2024-09-27"
+SPIN_VARIABLES = "fermyon:spin/variables@2.0.0"
 ENV_PREFIX = "SPIN_VARIABLE"
 
 class Provider:
@@ -112,10 +114,37 @@ def resolve_app_variables(manifest: Manifest, providers: Sequence[Provider]) -> 
     return values
 
 
-class Config(Capability):
-    """`wasi:config/store` over one component's rendered `variables` table."""
+def invalid_name(name: str) -> str | None:
+    """Why `name` is not a variable name, by Spin's rules (None: it is one).
 
-    interfaces = (CONFIG_STORE,)
+    Lower-case ASCII letters, digits and single underscores, starting with a
+    letter and ending with a letter or digit.
+    """
+    if not name:
+        return f"{name!r}: must not be empty"
+    bad = next((c for c in name if not (c.islower() and c.isascii() or c.isdigit()
+                                        and c.isascii() or c == "_")), None)
+    if bad is not None:
+        return (f"{name!r}: invalid character {bad!r}. Variable names may contain only "
+                "lower-case letters, numbers, and underscores.")
+    if not ("a" <= name[0] <= "z"):
+        return f"{name!r}: must start with a lowercase ASCII letter"
+    if name[-1] == "_":
+        return f"{name!r}: must end with a lowercase ASCII letter or digit"
+    if "__" in name:
+        return f"{name!r}: must not contain multiple consecutive underscores"
+    return None
+
+
+class Config(Capability):
+    """One component's rendered `variables` table, through either interface.
+
+    As in Spin: `wasi:config/store` answers `none` for a name that is invalid or
+    not the component's; `fermyon:spin/variables` answers `invalid-name` or
+    `undefined`.
+    """
+
+    interfaces = (CONFIG_STORE, SPIN_VARIABLES)
 
     def __init__(self, component_id: str, values: Mapping[str, str]) -> None:
         super().__init__(component_id)
@@ -123,12 +152,22 @@ class Config(Capability):
         self._all = list(self.values.items())
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
+        if interface == SPIN_VARIABLES:
+            return {"get": self.spin_get}
         return {"get": self.get, "get-all": self.get_all}
 
-    def get(self, store: Any, key: str) -> Ok | Err:
-        if not key or not key.isascii():
-            return Err(wc.Variant("invalid-name", f"invalid variable name {key!r}"))
+    def get(self, store: Any, key: str) -> Ok:
         return Ok(self.values.get(key))
+
+    def spin_get(self, store: Any, name: str) -> Ok | Err:
+        reason = invalid_name(name)
+        if reason is not None:
+            return Err(wc.Variant("invalid-name", reason))
+        value = self.values.get(name)
+        if value is None:
+            return Err(wc.Variant("undefined",
+                                  f"no variable for {self.component_id!r}.{name!r}"))
+        return Ok(value)
 
     def get_all(self, store: Any) -> Ok:
         return Ok(self._all)

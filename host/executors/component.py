@@ -174,13 +174,12 @@ def link_capabilities(linker: wc.Linker, component_id: str, component: wc.Compon
     covered: set[str] = set()
     for capability in grants.capabilities:
         try:
-            capability.link(linker, component, engine.wasmtime)
+            covered |= capability.link(linker, component, engine.wasmtime, covered)
         except wasmtime.WasmtimeError as exc:
             raise ComponentError(
                 f'component "{component_id}": cannot link {type(capability).__name__} '
                 f"imports: {trap_reason(exc)}"
             ) from None
-        covered.update(capability.interfaces)
     return covered
 
 

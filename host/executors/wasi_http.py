@@ -125,8 +125,7 @@ class WasiHttpExecutor:
             if name not in provided and not name.startswith(_WASMTIME_WASI):
                 raise ComponentError(
                     f'component "{self.id}" imports {name}, which this host does not provide '
-                    "to wasi:http components yet (Spin's own interfaces come in a later "
-                    "version)")
+                    '(README.md, "Spin SDK apps", lists the interfaces it does)')
         return linker
 
     def start(self) -> None:

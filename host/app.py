@@ -21,7 +21,6 @@ from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
 from host.executors.wasi_http import (
     WasiHttpExecutor,
-    refuse_files,
     refuse_wasi03,
     wasi_http_export,
 )
@@ -192,7 +191,6 @@ class _Loader:
             refuse_wasi03(component.id, exports)
             export = wasi_http_export(exports)
             if export is not None:
-                refuse_files(component.id, export, component.files)
                 return WasiHttpExecutor(self.engine, component.id, loaded, export, env, stdio,
                                         grants, limits=limits, pool_size=pool_size)
         return ComponentExecutor(self.engine, component.id, loaded, env, stdio, grants,

@@ -220,22 +220,3 @@ source = "wasi03.wasm"
         assert "WASI 0.3" in lines[0]
         assert "Spin SDK 3.4.1" in lines[0] and "wasi:http/proxy@0.2.x" in lines[0]
         assert "instances ready" not in result.stdout  # refused before instantiating
-
-
-def test_files_are_refused_for_wasi_http_components(
-        components: dict[str, Path], tmp_path: Path) -> None:
-    (tmp_path / "static").mkdir()
-    (tmp_path / "static" / "index.html").write_text("hello")
-    write_app(tmp_path, """spin_manifest_version = 2
-[application]
-name = "files"
-[[trigger.http]]
-route = "/..."
-component = "trap"
-[component.trap]
-source = "trap.wasm"
-files = ["static/**"]
-""", components)
-    result = run_host("check", "-f", str(tmp_path), timeout=60)
-    assert result.returncode != 0
-    assert "does not mount files for wasi:http components" in result.stderr

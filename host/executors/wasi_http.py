@@ -53,15 +53,6 @@ def wasi_http_export(exports: list[str]) -> str | None:
     return next((name for name in exports if name.startswith(HANDLER_PREFIX)), None)
 
 
-def refuse_files(component_id: str, export: str, files: object) -> None:
-    """wasi:filesystem is host-defined here, without preopens: files are not mounted."""
-    if files:
-        raise ComponentError(
-            f'component "{component_id}" exports {export} and has `files`: this host does '
-            "not mount files for wasi:http components yet; remove `files`, or build against "
-            "the world in wit/")
-
-
 def refuse_wasi03(component_id: str, exports: list[str]) -> None:
     """WASI 0.3 handlers cannot be served: fail start-up before instantiating one."""
     found = next((name for name in exports if name.startswith(WASI03_PREFIX)), None)
@@ -106,7 +97,7 @@ class WasiHttpExecutor:
                         "(--max-instance-reuse-count does not apply)", component_id)
         outbound = next((c.handle for c in grants.capabilities if isinstance(c, Outbound)),
                         None)
-        self.wasi = wasi_host(component_id, stdio, outbound)
+        self.wasi = wasi_host(component_id, stdio, outbound, grants.files_root)
         self.linker = self._link()
         self.typed = TypedFunc(export_func_type(self.component, engine.wasmtime, export,
                                                 "handle"))

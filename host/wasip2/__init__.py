@@ -12,7 +12,7 @@ wall-clock, terminal-*) to wasmtime's `add_wasip2()`.
 - `io`: `wasi:io/error|poll|streams` (pollables, input and output streams).
 - `cli`: stdin (empty), stdout and stderr (the component's log sinks).
 - `clocks`: `wasi:clocks/monotonic-clock` (`subscribe-*` make pollables).
-- `filesystem`: no preopens (`files` grants are refused for these components).
+- `filesystem`: the component's `files`, read-only at "/" (no preopen without them).
 - `sockets`: every socket denied with the interface's own error codes.
 - `http`: `wasi:http/types` and `outgoing-handler` (through the outbound capability).
 
@@ -20,6 +20,8 @@ Every function is looked up by (interface without version, name): one
 definition serves every 0.2.x version a component imports, defined at the
 exact name it imports.
 """
+
+from pathlib import Path
 
 from host.stdio import ComponentStdio
 from host.wasip2 import cli, clocks, filesystem, http, io, sockets
@@ -29,15 +31,17 @@ __all__ = ["INTERFACES", "WasiHost", "wasi_host"]
 
 
 def wasi_host(component_id: str, stdio: ComponentStdio,
-              outbound: http.Outbound | None = None) -> WasiHost:
+              outbound: http.Outbound | None = None,
+              files_root: Path | None = None) -> WasiHost:
     """Tables and functions of every host-defined interface, for one component;
-    `outbound` sends its outgoing requests (None: all denied)."""
+    `outbound` sends its outgoing requests (None: all denied), `files_root` is
+    its staged files (None: no preopen)."""
     tables = Tables()
     functions = {
         **io.functions(tables),
         **cli.functions(tables, stdio),
         **clocks.functions(tables),
-        **filesystem.functions(tables),
+        **filesystem.functions(tables, files_root),
         **sockets.functions(tables),
         **http.functions(tables, outbound),
     }

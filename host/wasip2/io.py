@@ -102,14 +102,15 @@ class OutputStream:
 
 
 def functions(t: Tables) -> Functions:
-    def failed(store: Any, message: str) -> Err:
-        return Err(wc.Variant("last-operation-failed", t.add("error", store, message)))
+    def failed(store: Any, exc: StreamFailed) -> Err:
+        # the exception itself: `filesystem-error-code` reads a file error's code from it
+        return Err(wc.Variant("last-operation-failed", t.add("error", store, exc)))
 
     def read(s: Any, h: Any, n: int) -> Any:
         try:
             data = t.get("input-stream", s, h).source.read(max(1, min(n, CHUNK)))
         except StreamFailed as exc:
-            return failed(s, str(exc))
+            return failed(s, exc)
         return Err(CLOSED) if data is None else Ok(data)
 
     def skip(s: Any, h: Any, n: int) -> Any:
@@ -127,7 +128,7 @@ def functions(t: Tables) -> Functions:
             out.write(data)
         except StreamFailed as exc:
             out.closed = True
-            return failed(s, str(exc))
+            return failed(s, exc)
         return Ok(None)
 
     def flush(s: Any, h: Any) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from host import logs
+from host.errors import ConfigError
 
 # Output without a newline is held back until one comes, up to this much.
 MAX_LINE_BYTES = 64 * 1024
@@ -26,9 +27,15 @@ class ComponentStdio:
         self._files: dict[str, BinaryIO] = {}
         self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
         if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            for stream in ("stdout", "stderr"):
-                self._files[stream] = open(log_dir / f"{component_id}_{stream}.txt", "ab")  # noqa: SIM115
+            try:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                for stream in ("stdout", "stderr"):
+                    self._files[stream] = open(log_dir / f"{component_id}_{stream}.txt", "ab")  # noqa: SIM115
+            except OSError as exc:
+                self.close()
+                raise ConfigError(f'cannot write the logs of component "{component_id}" to '
+                                  f"{log_dir}: {exc.strerror or exc} (--log-dir, "
+                                  "--state-dir)") from None
 
     def stdout(self, data: bytes) -> None:
         self._write("stdout", data)

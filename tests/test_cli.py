@@ -52,3 +52,17 @@ def test_host_up_with_a_bad_variable_exits_2_naming_it(tmp_path: Path) -> None:
 def test_no_command_prints_help_and_exits_2() -> None:
     result = host(env=dict(os.environ))
     assert result.returncode == 2 and "COMMAND" in result.stdout
+
+
+def test_a_state_dir_that_cannot_hold_the_logs_is_one_error_line(
+        tmp_path: Path, cache_dir: Path, wat_components: dict[str, Path]) -> None:
+    write_app(tmp_path, MANIFEST, {"echo.wasm": wat_components["echo"]})
+    (tmp_path / "a-file").write_text("")
+    result = host("up", "-f", str(tmp_path), "--cache-dir", str(cache_dir), "--listen",
+                  "127.0.0.1:0", "--state-dir", str(tmp_path / "a-file" / "state"),
+                  env=dict(os.environ))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'Error: cannot write the logs of component "echo" to {tmp_path}/a-file/state/logs: '
+        "Not a directory (--log-dir, --state-dir)")

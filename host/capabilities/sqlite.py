@@ -317,15 +317,16 @@ class GuestConnection:
                 cursor.close()  # resets the statement even when reading stopped early
 
     def last_insert_rowid(self) -> int:
-        return int(self._host_query("SELECT last_insert_rowid()"))
+        return self._host_query("SELECT last_insert_rowid()")
 
     def changes(self) -> int:
         """Rows changed by the last INSERT, UPDATE or DELETE (SQLite's changes())."""
-        return int(self._host_query("SELECT changes()"))
+        return self._host_query("SELECT changes()")
 
-    def _host_query(self, sql: str) -> object:
+    def _host_query(self, sql: str) -> int:
         with self._guard.host_statement():
-            return self._conn.execute(sql).fetchone()[0]
+            value = self._conn.execute(sql).fetchone()[0]
+        return int(value)
 
     def _bound_busy_wait(self) -> None:
         """Wait for another writer's lock at most until the request's deadline."""

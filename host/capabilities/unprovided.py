@@ -72,7 +72,7 @@ class _AnyFunction(dict[str, Callable[..., Any]]):
         super().__init__()
         self._answer = answer
 
-    def get(self, name: str, default: Any = None) -> Callable[..., Any]:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Callable[..., Any]:
         return self._answer
 
 

@@ -22,6 +22,7 @@ from host.capabilities import AppContext, Capability, Factor
 from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
 from host.capabilities.outbound import Outbound, OutboundFactor
+from host.capabilities.redis import RedisFactor
 from host.capabilities.sqlite import SqliteFactor
 from host.capabilities.unprovided import UnprovidedFactor
 from host.capabilities.variables import VariablesFactor
@@ -36,6 +37,7 @@ FACTORS: tuple[type[Factor], ...] = (
     KeyValueFactor,
     SqliteFactor,
     FilesFactor,
+    RedisFactor,
     UnprovidedFactor,  # last: links what no capability above provides
 )
 

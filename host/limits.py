@@ -164,6 +164,25 @@ class RedisLimits:
 
 
 @dataclass(frozen=True)
+class OutboundRedisLimits(RedisLimits):
+    """Bounds on a guest's own Redis connections (`fermyon:spin/redis`,
+    host/capabilities/redis.py). The timeouts are ceilings: each command gets at
+    most the time left before its request's deadline."""
+
+    # Per command: a guest may block on purpose (BLPOP), so the request's
+    # deadline is the real bound; this only caps a call made outside one.
+    socket_timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 5.0
+    # A reply larger than this (its values' bytes plus 32 per value, about what
+    # it costs to hand to the guest) answers error::other before it is read
+    # whole; the connection is closed, as its rest is never read.
+    max_reply_bytes: int = 2 * MiB
+    # Connections one instance may hold open at once (each is a socket); past
+    # it `open` answers error::too-many-connections.
+    max_open_connections: int = 16
+
+
+@dataclass(frozen=True)
 class KeyValueLimits:
     """Bounds on key-value calls; Spin documents values of at most 1 MB."""
 

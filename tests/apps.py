@@ -30,10 +30,11 @@ OUTPUTS = {
     "capability-probe": "capability-probe.wasm",
     "spin-python": "spin-python.wasm",
     "hello-proxy-python": "hello-proxy-python.wasm",
+    "spin-js": "dist/spin-js.wasm",
 }
 # apps whose build writes more than one file
 EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"]}
-_SKIP_DIRS = {"node_modules", "dist", "__pycache__", ".spin", ".venv"}
+_SKIP_DIRS = {"node_modules", "dist", "build", "__pycache__", ".spin", ".venv"}
 
 
 def _cache_root() -> Path:

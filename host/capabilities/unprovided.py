@@ -33,7 +33,6 @@ UNPROVIDED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fermyon:spin/rdbms-types@2.0.0": ("database types", "", ()),  # types only
     "spin:postgres/postgres@3.0.0": ("PostgreSQL", "connection-failed", ("connection",)),
     "spin:postgres/postgres@4.0.0": ("PostgreSQL", "connection-failed", ("connection",)),
-    "fermyon:spin/redis@2.0.0": ("outbound Redis", "other", ("connection",)),
 }
 
 

@@ -18,9 +18,8 @@ import httpx
 import pytest
 import redis
 
-from tests import wat
 from tests.apps import built_app
-from tests.conftest import ROOT, HostProcess, run_host, write_app
+from tests.conftest import HostProcess, run_host, write_app
 from tests.loopback import Upstream, upstream_server
 
 
@@ -297,39 +296,6 @@ def test_outbound_call_does_not_block_other_requests(probe_wasm: Path, cache_dir
         upstream.release.set()
         caller.join(30)
         assert slow["status"] == 201
-
-
-def _wasi_http_importer(directory: Path) -> Path:
-    """A handler that calls a `wasi:http` import first, as componentize-js's fetch does."""
-    wit = directory / "wit"
-    (wit / "deps" / "spinhost").mkdir(parents=True)
-    (wit / "deps" / "wasi-http").mkdir(parents=True)
-    (wit / "deps" / "spinhost" / "http.wit").write_text((ROOT / "wit" / "http.wit").read_text())
-    (wit / "deps" / "wasi-http" / "http.wit").write_text(
-        "package wasi:http@0.2.0;\ninterface outgoing-handler { ping: func(); }\n")
-    (wit / "world.wit").write_text(
-        "package test:fetch;\nworld fetching {\n  import wasi:http/outgoing-handler@0.2.0;\n"
-        "  export spinhost:http/incoming-handler@0.1.0;\n}\n")
-    body = wat.FIXED.replace("(i32.store16 (i32.const 16) (i32.const 200))",
-                             "(call $ping) (i32.store16 (i32.const 16) (i32.const 200))", 1)
-    source = directory / "fetching.wat"
-    source.write_text('(module (import "wasi:http/outgoing-handler@0.2.0" "ping" (func $ping))'
-                      f"{wat.PRELUDE}{wat._HANDLE_POST}{body})")
-    return wat.assemble(source, directory / "fetching.wasm", wit, "fetching")
-
-
-def test_wasi_http_is_refused_unless_every_host_is_allowed(cache_dir: Path,
-                                                           tmp_path: Path) -> None:
-    wasm = _wasi_http_importer(tmp_path)
-    app = write_app(tmp_path / "app", probe_manifest('allowed_outbound_hosts = '
-                                                     '["https://api.example.com"]'),
-                    {"probe.wasm": wasm})
-    with start(app, cache_dir) as host, host.client() as c:
-        assert host.wait_for_output("imports wasi:http, which this host links only for "
-                                    "components allowed to reach every host")
-        assert "spinhost:http/outgoing-handler" in host.output
-        assert c.get("/").status_code == 500  # the wasi:http call traps
-        assert host.wait_for_output("Error processing request")
 
 
 # ---------------------------------------------------------------------------

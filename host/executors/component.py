@@ -13,11 +13,13 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
 
 from host.capabilities import store_key
+from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
 from host.errors import ComponentError, GuestError, GuestTimeout, MarshalError
 from host.grants import ComponentGrants
@@ -26,10 +28,15 @@ from host.runtime import abi
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime.pool import InstancePool
 from host.stdio import ComponentStdio
+from host.wasip2 import wasi_host
+from host.wasip2.resources import WasiHost
 
 log = logging.getLogger("host.executor")
 
 WASI_HTTP_PREFIX = "wasi:http/"
+# What `add_wasip2()` defines (wasi:http is not: it is linked from host/wasip2).
+_WASMTIME_WASIP2 = ("wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/",
+                    "wasi:random/", "wasi:sockets/")
 
 
 @dataclass
@@ -77,32 +84,26 @@ class ComponentExecutor:
                 "wasi:http/proxy@0.2 (see wit/README.md)"
             ) from None
         self.grants = grants
-        self.linker = self._link(grants.allows_every_host)
+        self.linker = self._link()
         self.pool: InstancePool[_Instance] = InstancePool(component_id, self._instantiate,
                                                           pool_size)
 
-    def _link(self, allow_wasi_http: bool) -> wc.Linker:
-        linker = wc.Linker(self.engine.wasmtime)
+    def _link(self) -> wc.Linker:
+        engine = self.engine.wasmtime
+        linker = wc.Linker(engine)
         linker.add_wasip2()
-        link_capabilities(linker, self.id, self.component, self.engine, self.grants)
-        self.wasi_http = False
-        imports = abi.imported_names(self.component, self.engine.wasmtime)
+        provided = link_capabilities(linker, self.id, self.component, self.engine, self.grants)
+        self.wasi: WasiHost | None = None
+        imports = abi.imported_names(self.component, engine)
         if any(name.startswith(WASI_HTTP_PREFIX) for name in imports):
-            if allow_wasi_http:
-                linker.add_wasi_http()
-                self.wasi_http = True
-            else:
-                # componentize-js imports wasi:http for `fetch` whether or not the
-                # app uses it. Rust's implementation has no allow-list hook, so it
-                # is linked only for components allowed to reach every host.
-                linker.define_unknown_imports_as_traps(self.component)
-                log.warning(
-                    'component "%s" imports wasi:http, which this host links only for '
-                    'components allowed to reach every host ("*://*:*"): its wasi:http calls '
-                    "will trap (500). For outbound HTTP checked against allowed_outbound_hosts, "
-                    "use spinhost:http/outgoing-handler (world `platform` in wit/)",
-                    self.id,
-                )
+            # componentize-js imports wasi:http for `fetch` whether or not the app uses
+            # it: the host's own, as for wasi:http components, so outbound requests go
+            # through allowed_outbound_hosts like everyone else's.
+            self.wasi, defined = link_wasi_host(linker, self.id, self.component, self.engine,
+                                                self.stdio, self.grants)
+            provided |= defined
+        refuse_unprovided(self.id, self.component, engine, provided, _WASMTIME_WASIP2,
+                          "build against the world in wit/")
         return linker
 
     def start(self) -> None:
@@ -125,8 +126,6 @@ class ComponentExecutor:
         wasi.stderr_custom = self.stdio.stderr
         self.grants.prepare(wasi)  # e.g. the component's files, read-only at "/"
         store.set_wasi(wasi)
-        if self.wasi_http:
-            store.set_wasi_http()
         store.set_limits(memory_size=self.limits.memory_bytes)
         store.set_epoch_deadline(self.engine.ticks(self.limits.instantiate_seconds))
         instance = self.linker.instantiate(store, self.component)
@@ -164,6 +163,8 @@ class ComponentExecutor:
         store itself, now and on this thread: a trap's traceback holds the request's
         frame in a reference cycle, which would otherwise keep the store (its memory
         and output callbacks) until a later GC pass or interpreter exit."""
+        if self.wasi is not None:
+            self.wasi.release(instance.store)
         self.grants.release(store_key(instance.store))
         instance.store.close()
 
@@ -181,6 +182,40 @@ def link_capabilities(linker: wc.Linker, component_id: str, component: wc.Compon
                 f"imports: {trap_reason(exc)}"
             ) from None
     return covered
+
+
+def link_wasi_host(linker: wc.Linker, component_id: str, component: wc.Component,
+                   engine: Engine, stdio: ComponentStdio, grants: ComponentGrants
+                   ) -> tuple[WasiHost, set[str]]:
+    """Define the host's own WASI pieces (host/wasip2: wasi:http and every interface tied
+    to wasi:io resources) over wasmtime's, at the component's exact import names; call
+    after `add_wasip2()`. Outbound requests go through the component's allow-list, its
+    files are the preopen. Returns the host and the interfaces it defined."""
+    outbound = next((c.handle for c in grants.capabilities if isinstance(c, Outbound)), None)
+    wasi = wasi_host(component_id, stdio, outbound, grants.files_root)
+    linker.allow_shadowing = True  # ours replace wasmtime's tied interfaces
+    return wasi, set(wasi.link(linker, component, engine.wasmtime))
+
+
+def refuse_unprovided(component_id: str, component: wc.Component, engine: wasmtime.Engine,
+                      provided: set[str], wasmtime_wasi: tuple[str, ...], hint: str) -> None:
+    """Fail start-up naming the first import nothing defines (never a trap at call time);
+    `wasmtime_wasi`: prefixes of what `add_wasip2()` defines. Types-only interfaces need
+    no definition."""
+    for name, item in sorted(component.type.imports(engine).items()):
+        if name in provided or name.startswith(wasmtime_wasi) or not _has_items(item, engine):
+            continue
+        raise ComponentError(
+            f'component "{component_id}" imports {name}, which this host does not provide '
+            f"({hint})")
+
+
+def _has_items(item: Any, engine: wasmtime.Engine) -> bool:
+    exports = getattr(item.ty, "exports", None)
+    if exports is None:  # a function or resource imported at the top level
+        return True
+    return any(isinstance(e.ty, (wc.FuncType, wc.ResourceType))
+               for e in exports(engine).values())
 
 
 def deadline_exceeded(limits: Limits) -> GuestTimeout:

@@ -20,13 +20,14 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.capabilities import store_key
-from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
 from host.errors import ComponentError, GuestError
 from host.executors.component import (
     deadline_exceeded,
     guest_failure,
     link_capabilities,
+    link_wasi_host,
+    refuse_unprovided,
     trap_reason,
 )
 from host.grants import ComponentGrants
@@ -36,7 +37,6 @@ from host.runtime.calls import TypedFunc, export_func_type
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime.pool import InstancePool
 from host.stdio import ComponentStdio
-from host.wasip2 import wasi_host
 from host.wasip2.http import Exchange, IncomingRequest, Outparam, ResponseSink
 from host.wasip2.io import Source
 
@@ -95,9 +95,6 @@ class WasiHttpExecutor:
         if self.limits.max_instance_reuse > 1:
             log.warning('component "%s": wasi:http components get a fresh instance per request '
                         "(--max-instance-reuse-count does not apply)", component_id)
-        outbound = next((c.handle for c in grants.capabilities if isinstance(c, Outbound)),
-                        None)
-        self.wasi = wasi_host(component_id, stdio, outbound, grants.files_root)
         self.linker = self._link()
         self.typed = TypedFunc(export_func_type(self.component, engine.wasmtime, export,
                                                 "handle"))
@@ -105,18 +102,15 @@ class WasiHttpExecutor:
                                                           pool_size)
 
     def _link(self) -> wc.Linker:
-        wasmtime_engine = self.engine.wasmtime
-        linker = wc.Linker(wasmtime_engine)
+        engine = self.engine.wasmtime
+        linker = wc.Linker(engine)
         linker.add_wasip2()
-        linker.allow_shadowing = True  # ours replace wasmtime's tied interfaces
-        defined = set(self.wasi.link(linker, self.component, wasmtime_engine))
+        self.wasi, defined = link_wasi_host(linker, self.id, self.component, self.engine,
+                                            self.stdio, self.grants)
         provided = defined | link_capabilities(linker, self.id, self.component, self.engine,
                                                self.grants)
-        for name in self.component.type.imports(wasmtime_engine):
-            if name not in provided and not name.startswith(_WASMTIME_WASI):
-                raise ComponentError(
-                    f'component "{self.id}" imports {name}, which this host does not provide '
-                    '(README.md, "Spin SDK apps", lists the interfaces it does)')
+        refuse_unprovided(self.id, self.component, engine, provided, _WASMTIME_WASI,
+                          'README.md, "Spin SDK apps", lists the interfaces it does')
         return linker
 
     def start(self) -> None:

@@ -1,4 +1,5 @@
-"""WASI 0.2 interfaces the host defines itself, for standard wasi:http components.
+"""WASI 0.2 interfaces the host defines itself, for components that import or export
+wasi:http (standard wasi:http components; ours that import it, e.g. for `fetch`).
 
 A resource type belongs to whoever defines it: once the host defines
 `wasi:http/types` (it must, to create the `incoming-request` and

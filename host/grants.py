@@ -21,7 +21,7 @@ import wasmtime
 from host.capabilities import AppContext, Capability, Factor
 from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
-from host.capabilities.outbound import Outbound, OutboundFactor
+from host.capabilities.outbound import OutboundFactor
 from host.capabilities.redis import RedisFactor
 from host.capabilities.sqlite import SqliteFactor
 from host.capabilities.unprovided import UnprovidedFactor
@@ -62,10 +62,6 @@ class ComponentGrants:
     def files_root(self) -> Path | None:
         """The staged `files`, mounted read-only at guest "/" (None: no files)."""
         return next((c.root for c in self.capabilities if isinstance(c, Files)), None)
-
-    @property
-    def allows_every_host(self) -> bool:
-        return any(c.allows_every_host for c in self.capabilities if isinstance(c, Outbound))
 
 
 class Grants:

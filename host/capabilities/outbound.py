@@ -193,11 +193,6 @@ class Outbound(Capability):
         self.allowed = allowed
         self.http = client
 
-    @property
-    def allows_every_host(self) -> bool:
-        """No filtering needed: wasmtime's own wasi:http may be linked for this component."""
-        return self.allowed.allows_everything()
-
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         return {"handle": self.handle}
 

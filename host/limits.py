@@ -8,7 +8,10 @@ else in the host hard-codes a limit or its default.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 MiB = 1024 * 1024
 
@@ -24,6 +27,60 @@ def default_max_concurrent(pool_size: int) -> int:
     runs while the refiller catches up (a pool of 0 still runs four at once).
     """
     return max(4, 4 * pool_size)
+
+
+# Worker processes (`--workers`). `host up` serves in one process unless asked;
+# the container entry (`host run-bundle`) uses every core it may (usable_cpus).
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 256  # a typo (--workers 1000) must not start a thousand interpreters
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# A worker that dies is replaced at once if it served this long; each quicker
+# death doubles the delay before the next replacement, from the first delay up
+# to the last (a crash loop costs one start every 30 s, not a fork bomb).
+WORKER_HEALTHY_SECONDS = 10.0
+WORKER_RESTART_DELAYS = (0.5, 30.0)
+# On SIGTERM, workers drain for --drain-timeout; one still running this much
+# later is killed. After a second signal, they have this long to stop.
+WORKER_STOP_GRACE_SECONDS = 5.0
+WORKER_FORCED_STOP_SECONDS = 2.0
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota
+    (a container limited to 1.5 CPUs gets 2)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota)) if quota else cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by this process's cgroup: v2 `cpu.max` ("200000 100000" = 2), else
+    v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1: none); None when unlimited."""
+    try:
+        relative = next((line.split(":", 2)[2].strip()
+                         for line in Path("/proc/self/cgroup").read_text().splitlines()
+                         if line.startswith("0::")), "/")
+    except OSError:
+        relative = "/"
+    for directory in (CGROUP_ROOT / relative.lstrip("/"), CGROUP_ROOT):
+        try:
+            quota, period = (directory / "cpu.max").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        if quota == "max":
+            return None
+        try:
+            return int(quota) / int(period)
+        except (ValueError, ZeroDivisionError):
+            return None
+    try:
+        v1 = CGROUP_ROOT / "cpu"
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        period_us = int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,25 @@ Containers collect stdout/stderr; a log pipeline wants one JSON object per
 line. Everything the host says goes through here: logging records, the
 start-up lines (`info`), the route table, and component output echoed with
 its component id.
+
+Every line leaves in one write(2) of the whole line (`write_lines`): worker
+processes (`--workers`) share the host's stdout and stderr, and a line written
+in pieces (`print` writes the text and its newline separately when the stream
+is unbuffered) could be split by another process's line. Writes of up to
+PIPE_BUF (4096 bytes) to a pipe are atomic; a longer line is still one write,
+which only a full pipe can split.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 FORMATS = ("plain", "json")
@@ -39,7 +50,14 @@ def configure(fmt: str, quiet: bool) -> None:
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is at emit time (it may be replaced, e.g. by pytest)."""
+    """Writes to whatever sys.stderr is at emit time (it may be replaced, e.g. by pytest),
+    each record in one write."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_lines(sys.stderr, self.format(record))
+        except Exception:
+            self.handleError(record)
 
     @property
     def stream(self) -> Any:
@@ -48,6 +66,35 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+
+def write_lines(stream: TextIO, text: str) -> None:
+    """Write `text` and a newline with one write(2) to `stream`'s file descriptor, after
+    whatever the stream has buffered; streams without one (tests' captures) get a
+    plain write."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        stream.write(text + "\n")
+        stream.flush()
+        return
+    stream.flush()
+    data = (text + "\n").encode("utf-8", errors="replace")
+    while data:  # a blocking write is whole unless interrupted by a signal
+        data = data[os.write(fd, data):]
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Only errors for the duration: a worker loading the app after another one has
+    already said everything start-up has to say (warnings included)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _record(level: str, logger: str, message: str, **fields: Any) -> str:
@@ -71,29 +118,24 @@ class JsonFormatter(logging.Formatter):
 
 def info(line: str) -> None:
     """A start-up line (stderr), e.g. "probe: 4 instances ready"."""
-    if _format == "json":
-        print(_record("INFO", "host", line), file=sys.stderr, flush=True)
-    else:
-        print(line, file=sys.stderr, flush=True)
+    write_lines(sys.stderr, _record("INFO", "host", line) if _format == "json" else line)
 
 
 def serving(base_url: str, routes: list[str]) -> None:
     """The banner and route table, on stdout (scripts and tests wait for it)."""
     if _format == "json":
-        print(_record("INFO", "host", f"Serving {base_url}", url=base_url,
-                      routes=[r.strip() for r in routes if r.startswith("  ") and ": " in r]),
-              flush=True)
+        write_lines(sys.stdout, _record(
+            "INFO", "host", f"Serving {base_url}", url=base_url,
+            routes=[r.strip() for r in routes if r.startswith("  ") and ": " in r]))
         return
     banner = "\x1b[1;32mServing\x1b[0m" if sys.stdout.isatty() else "Serving"
-    print(f"\n{banner} {base_url}")
-    print("Available Routes:")
-    print("\n".join(routes), flush=True)
+    write_lines(sys.stdout, "\n".join([f"\n{banner} {base_url}", "Available Routes:", *routes]))
 
 
 def component_line(echo: TextIO, component_id: str, stream: str, text: str) -> None:
     """One line a component wrote, echoed with its id."""
     if _format == "json":
-        echo.write(_record("INFO", "component", text, component=component_id,
-                           stream=stream) + "\n")
+        write_lines(echo, _record("INFO", "component", text, component=component_id,
+                                  stream=stream))
     else:
-        echo.write(f"[{component_id}] {text}\n")
+        write_lines(echo, f"[{component_id}] {text}")

@@ -1,23 +1,29 @@
 """The server's life: start up, serve until a signal, drain, exit with a documented code.
 
 `serve(config)` reads top to bottom: find the app (a manifest or an OCI image),
-build it if asked, bind the socket, load every component, serve with uvicorn
-until SIGTERM/SIGINT, let in-flight requests finish (up to the drain timeout),
-close the app. Exit codes are in README.md ("Commands").
+build it if asked, bind the socket (`start_up`), load every component, serve
+with uvicorn until SIGTERM/SIGINT, let in-flight requests finish (up to the
+drain timeout), close the app (`serve_app`). With `--workers N` the loading and
+serving happen in N worker processes, each running `serve_app` on the socket
+bound here (host/workers.py). Exit codes are in README.md ("Commands").
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import os
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from host import logs
-from host.app import App, load_app
+from host.app import App, AppSettings, load_app
 from host.build import build_app
 from host.config import FREE_PORT_ATTEMPTS, Config
 from host.errors import ConfigError
@@ -26,6 +32,7 @@ from host.executors.wasi_http import WasiHttpExecutor
 from host.manifest import Manifest, load_manifest
 from host.oci.registry import is_image_reference
 from host.oci.store import ResolvedApp, resolve_app
+from host.routing import Router
 from host.runtime.engine import Engine
 from host.runtime_config import RuntimeConfig, load_runtime_config
 from host.server import HostApp
@@ -36,8 +43,72 @@ EXIT_OK = 0
 EXIT_FORCED = 130  # a second SIGTERM/SIGINT cut the drain short
 
 
+@dataclass(frozen=True)
+class Startup:
+    """What start-up resolved once, before any component loads. A worker process
+    (`--workers`, host/workers.py) receives it whole and loads the same app."""
+
+    config: Config
+    manifest_path: Path
+    runtime_config_file: Path | None  # --runtime-config-file, or the image's own
+    image_digest: str | None
+    state_dir: Path | None
+    log_dir: Path | None
+    address: tuple[str, int]  # where the listening socket is bound
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{url_host(self.address[0])}:{self.address[1]}"
+
+    def settings(self, manifest: Manifest, runtime_config: RuntimeConfig) -> AppSettings:
+        return self.config.app_settings(
+            manifest, runtime_config=runtime_config, state_dir=self.state_dir,
+            log_dir=self.log_dir, self_origin=self_origin(*self.address))
+
+
+class Lifecycle:
+    """What one serving process says and does at each step; `host up` with one
+    process. A worker process has its own (host/workers.py)."""
+
+    def loading(self) -> contextlib.AbstractContextManager[None]:
+        """Around loading the app (its report lines and warnings)."""
+        return contextlib.nullcontext()
+
+    def loaded(self, app: App, startup: Startup, compiled: int) -> bool:
+        """The app is loaded (`compiled` components were not in the compile cache) and
+        the port is about to answer; False: stop instead."""
+        config = startup.config
+        if startup.log_dir is not None and not config.quiet:
+            logs.info(f'Logging component stdio to "{startup.log_dir}{os.sep}"')
+        print_routes(app, startup.base_url)
+        return True
+
+    def serving(self, server: Any) -> None:
+        """uvicorn accepts connections; `server.should_exit = True` starts the drain."""
+
+    def stopped(self, app: App, quiet: bool) -> None:
+        if not quiet:
+            logs.info(f"Stopped. Instance pools at exit: {pool_summary(app)}")
+
+    def forced(self) -> None:
+        """A second signal, just before the process exits without waiting."""
+        logs.write_lines(sys.stderr,
+                         "Second signal: exiting without waiting for in-flight requests")
+
+
 def serve(config: Config) -> int:
     # Start-up: everything that can fail does so here, before the port answers.
+    startup, manifest, settings, sock = start_up(config)
+    if config.workers > 1:
+        from host.workers import supervise
+
+        return supervise(startup, manifest, sock)
+    return serve_app(startup, manifest, settings, sock, Lifecycle(),
+                     report=(lambda line: None) if config.quiet else logs.info)
+
+
+def start_up(config: Config) -> tuple[Startup, Manifest, AppSettings, socket.socket]:
+    """Find and check the app, bind the socket: the part of start-up done once."""
     image = find_image(config)
     manifest = load_manifest(image.manifest_path if image else config.source)
     if config.build:
@@ -47,34 +118,44 @@ def serve(config: Config) -> int:
         manifest = load_manifest(manifest.path)
     print_warnings(manifest)
     sock = bind_socket(*config.listen, config.find_free_port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    # An image's own /runtime-config.toml applies unless one is given, as in the shim.
-    runtime_config = load_runtime_config_file(
-        config.runtime_config_file or (image.runtime_config if image else None))
-    state_dir = config.state_dir_for(manifest, runtime_config, from_image=image is not None)
-    log_dir = config.log_dir_for(state_dir)
-    settings = config.app_settings(
-        manifest, runtime_config=runtime_config, state_dir=state_dir, log_dir=log_dir,
-        self_origin=self_origin(bound_host, bound_port))
+    try:
+        # An image's own /runtime-config.toml applies unless one is given, as in the shim.
+        runtime_config_file = config.runtime_config_file or (
+            image.runtime_config if image else None)
+        runtime_config = load_runtime_config_file(runtime_config_file)
+        state_dir = config.state_dir_for(manifest, runtime_config, from_image=image is not None)
+        startup = Startup(
+            config=config, manifest_path=manifest.path, runtime_config_file=runtime_config_file,
+            image_digest=image.digest if image else None, state_dir=state_dir,
+            log_dir=config.log_dir_for(state_dir), address=sock.getsockname()[:2])
+        settings = startup.settings(manifest, runtime_config)
+    except BaseException:
+        sock.close()
+        raise
     if config.limits.max_instance_reuse > 1:
         log.warning("instances serve up to %d requests each: guest state (globals, memory) "
                     "is shared between the requests one instance serves",
                     config.limits.max_instance_reuse)
+    return startup, manifest, settings, sock
+
+
+def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock: socket.socket,
+              lifecycle: Lifecycle, report: Callable[[str], None]) -> int:
+    """Load the app and serve it on `sock` until a signal; drain; exit code."""
+    config = startup.config
     engine = Engine(config.cache_dir)
     engine.start_ticker()
-    app = load_app(manifest, engine, settings,
-                   report=(lambda line: None) if config.quiet else logs.info)
+    with lifecycle.loading():
+        app = load_app(manifest, engine, settings, report=report)
     host_app: HostApp | None = None
     try:
-        if log_dir is not None and not config.quiet:
-            logs.info(f'Logging component stdio to "{log_dir}{os.sep}"')
-        print_routes(app, f"http://{url_host(bound_host)}:{bound_port}")
-        host_app = HostApp(app, limits=config.http, image_digest=image.digest if image else None)
+        if not lifecycle.loaded(app, startup, engine.compiled):
+            return EXIT_OK
+        host_app = HostApp(app, limits=config.http, image_digest=startup.image_digest)
         # Main loop, until the first signal; returns once in-flight requests are
         # done or the drain timeout has passed.
-        run_uvicorn(host_app, sock)
-        if not config.quiet:
-            logs.info(f"Stopped. Instance pools at exit: {pool_summary(app)}")
+        run_uvicorn(host_app, sock, lifecycle)
+        lifecycle.stopped(app, config.quiet)
     finally:
         app.close()
     # Shutdown. Guest calls still running past the drain deadline sit in worker
@@ -140,7 +221,7 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
     )
 
 
-def run_uvicorn(host_app: HostApp, sock: socket.socket) -> None:
+def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle) -> None:
     import uvicorn
 
     config = uvicorn.Config(
@@ -155,7 +236,7 @@ def run_uvicorn(host_app: HostApp, sock: socket.socket) -> None:
     )
     # Server.run picks uvloop (config.loop="auto"); plain asyncio.run would not,
     # and the default loop leaves Nagle on for our socket (40 ms stalls).
-    _server_class()(config).run(sockets=[sock])
+    _server_class()(config, lifecycle).run(sockets=[sock])
 
 
 def _server_class() -> type:
@@ -166,12 +247,20 @@ def _server_class() -> type:
         process would die by the signal (exit 143); we return and exit 0. A
         second signal stops at once instead of waiting for in-flight requests."""
 
+        def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+            super().__init__(config)
+            self.lifecycle = lifecycle
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                self.lifecycle.serving(self)
+
         def handle_exit(self, sig: int, frame: object) -> None:
             if self.should_exit:
                 # Second signal: stop now. Guest calls run in worker threads that
                 # cannot be interrupted from here, so leave without joining them.
-                print("Second signal: exiting without waiting for in-flight requests",
-                      file=sys.stderr, flush=True)
+                self.lifecycle.forced()
                 sys.stdout.flush()
                 os._exit(EXIT_FORCED)
             self.should_exit = True
@@ -195,19 +284,19 @@ def url_host(host: str) -> str:
 # Output
 
 
-def route_lines(app: App, base_url: str) -> list[str]:
+def route_lines(manifest: Manifest, router: Router, base_url: str) -> list[str]:
     """One line per public route, in precedence order, as `spin up` prints them."""
     lines = []
-    for route in app.router.routes:
+    for route in router.routes:
         lines.append(f"  {route.component or route.target}: {base_url}{route.display}")
-        component = app.manifest.components.get(route.component or "")
+        component = manifest.components.get(route.component or "")
         if component is not None and component.description:
             lines.append(f"    {component.description}")
     return lines
 
 
 def print_routes(app: App, base_url: str) -> None:
-    logs.serving(base_url, route_lines(app, base_url))
+    logs.serving(base_url, route_lines(app.manifest, app.router, base_url))
 
 
 def print_warnings(manifest: Manifest) -> None:

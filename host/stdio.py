@@ -57,10 +57,9 @@ class ComponentStdio:
                 lines.append(partial)
                 partial = b""
             self._partial[stream] = partial
-            for line in lines:
+            for line in lines:  # each in one write: other workers share the stream
                 text = line.decode("utf-8", errors="replace").rstrip("\r")
                 logs.component_line(self._echo, self.component_id, stream, text)
-            self._echo.flush()
 
     def close(self) -> None:
         with self._lock:

@@ -147,6 +147,26 @@ class HostProcess:
                 lambda: needle in self.output or self.output_closed.is_set(), timeout
             ) and needle in self.output
 
+    def wait_for_count(self, needle: str, count: int, timeout: float = 10.0) -> bool:
+        """True as soon as `needle` has been printed `count` times (in lines)."""
+        def seen() -> int:
+            return sum(needle in line for line in self.lines)
+
+        with self._printed:
+            return self._printed.wait_for(
+                lambda: seen() >= count or self.output_closed.is_set(), timeout
+            ) and seen() >= count
+
+    def children(self) -> list[int]:
+        """Pids of the processes this host started (its workers with --workers N)."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            try:
+                found += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return sorted(found)
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30.0)
 

@@ -144,3 +144,27 @@ def test_readme_documents_every_flag_of_host_up() -> None:
     documented = set(re.findall(r"`(--[a-z-]+)", table))
     assert {option.flag for option in OPTIONS["up"]} == documented
     assert env_name("--max-body-bytes") == "SPINHOST_MAX_BODY_BYTES"
+
+
+def test_workers_default_flag_variable_and_bounds() -> None:
+    assert Config.load("up", {}, {}).workers == 1
+    assert Config.load("up", {}, {"SPINHOST_WORKERS": "3"}).workers == 3
+    assert Config.load("up", {"workers": 2}, {"SPINHOST_WORKERS": "3"}).workers == 2
+    assert Config.load("run-bundle", {}, {}, defaults={"workers": "4"}).workers == 4
+    with pytest.raises(ConfigError, match="--workers 0: must be positive"):
+        Config.load("up", {"workers": 0}, {})
+    with pytest.raises(VariableError, match=r"SPINHOST_WORKERS='300' \(--workers\): must be "
+                                            "256 or less"):
+        Config.load("up", {}, {"SPINHOST_WORKERS": "300"})
+
+
+@pytest.mark.parametrize("cpu_max,expected", [("150000 100000", 2), ("50000 100000", 1),
+                                              ("max 100000", None)])
+def test_usable_cpus_reads_the_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            cpu_max: str, expected: int | None) -> None:
+    from host import limits
+
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    monkeypatch.setattr(limits, "CGROUP_ROOT", tmp_path)
+    affinity = len(limits.os.sched_getaffinity(0))
+    assert limits.usable_cpus() == min(affinity, expected or affinity)

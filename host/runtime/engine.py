@@ -71,6 +71,7 @@ class Engine:
         self.cache_version = f"wasmtime-py-{_wasmtime_version()};{ENGINE_SETTINGS}"
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self.compiled = 0  # components compiled by this engine (not loaded from the cache)
 
     # -- epochs -------------------------------------------------------------
 
@@ -109,11 +110,9 @@ class Engine:
                 f"component \"{owner}\": cannot read source {path}: {exc.strerror or exc}"
             ) from None
         digest = hashlib.sha256(wasm).hexdigest()
-        core = wasm[:4] == b"\0asm" and wasm[4:8] == _CORE_MODULE_VERSION
-        kind: type[wc.Component] | type[wasmtime.Module] = wasmtime.Module if core else wc.Component
-        key = hashlib.sha256(f"{digest};{kind.__name__};{self.cache_version}".encode()).hexdigest()
+        kind = _kind(wasm)
         start = time.perf_counter()
-        cached_path = self.cache_dir / f"{key}.cwasm" if self.cache_dir else None
+        cached_path = self._cache_path(digest, kind)
         if cached_path is None:
             return self._compile(wasm, kind, path, owner, digest, None, on_compile, start)
         loaded = self._load_cached(cached_path, kind, digest, start)
@@ -126,6 +125,18 @@ class Engine:
                 return loaded
             return self._compile(wasm, kind, path, owner, digest, cached_path, on_compile,
                                  start)
+
+    def cache_path(self, wasm: bytes) -> Path | None:
+        """Where the compiled artifact of `wasm` is (or would be) cached; None: no cache.
+        `<key>.lock` next to it is held while a process compiles it."""
+        return self._cache_path(hashlib.sha256(wasm).hexdigest(), _kind(wasm))
+
+    def _cache_path(self, digest: str,
+                    kind: type[wc.Component] | type[wasmtime.Module]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = f"{digest};{kind.__name__};{self.cache_version}"
+        return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.cwasm"
 
     def _load_cached(self, cached_path: Path, kind: type[wc.Component] | type[wasmtime.Module],
                      digest: str, start: float) -> LoadedComponent | None:
@@ -153,6 +164,7 @@ class Engine:
                 f"component \"{owner}\": {path} is not a valid WebAssembly {what}: {first}"
             ) from None
         seconds = time.perf_counter() - start
+        self.compiled += 1
         if cached_path is not None:
             self._store(cached_path, component)
         return LoadedComponent(component, digest, False, seconds)
@@ -173,6 +185,12 @@ class Engine:
             log.warning("cannot write compile cache %s (%s): this component is compiled at "
                         "every start; give --cache-dir a writable directory (a node volume) "
                         "to start fast", cached_path.parent, exc.strerror or exc)
+
+
+def _kind(wasm: bytes) -> type[wc.Component] | type[wasmtime.Module]:
+    """A core module (WASI preview 1 programs) or a component, from the binary's header."""
+    core = wasm[:4] == b"\0asm" and wasm[4:8] == _CORE_MODULE_VERSION
+    return wasmtime.Module if core else wc.Component
 
 
 @contextlib.contextmanager

@@ -1,0 +1,218 @@
+"""`host up --workers 1` against `--workers 2`: throughput and CPU time per request.
+
+    .venv/bin/python -m bench.workers [--seconds 8] [--rounds 3] [--connections 16]
+
+The trivial WAT component (fresh instance per request) under `wrk -t1 -cN
+--latency`, the two configurations interleaved round by round (1, 2, 2, 1, ...)
+so that the other load on the machine hits both alike. Per run:
+
+- req/s and p50/p99 as wrk reports them;
+- CPU per request: user+sys of the server's process tree (supervisor and
+  workers, from /proc/PID/stat) over the measured window, divided by the
+  requests wrk counted: a figure that does not depend on who else uses the
+  cores, the load generator included;
+- server cores: that CPU time over the window's wall time (how many cores the
+  server actually got), and wrk's own CPU per request.
+
+Placement: `--workers 2` needs both cores, so wrk shares them (on a machine
+with 2 usable cores the host pins each worker to one, host/workers.py);
+`--workers 1` runs pinned, server on core 0 and wrk on core 1 (the main
+benchmark's setup: its threads on one core, as each of the 2 workers'), and
+unpinned, wrk sharing both cores as with 2 workers. On a
+2-core machine wrk takes part of the server's cores, and measured req/s
+understates what 2 workers do with 2 cores of their own; "projected" is what
+each configuration would serve with one core per worker all to itself:
+workers / CPU per request.
+
+Prints a markdown table; writes nothing (paste it into bench/REPORT.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import CLIENT_CORE, LOOPBACK, PYTHON, ROOT, SERVER_CORE, free_port, pin, stop
+from bench.fixtures import prepare
+from bench.hostproc import HEALTH, fill_cache
+from bench.http import LoadResult, parse_wrk, wrk_available
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# (workers, pinned): run in this order, then reversed, round after round.
+CONFIGURATIONS = ((1, True), (1, False), (2, False))
+
+
+@dataclass(frozen=True)
+class Run:
+    workers: int
+    pinned: bool
+    load: LoadResult
+    seconds: float  # wall time of the measured window
+    server_cpu: float  # seconds, server process tree
+    wrk_cpu: float  # seconds
+
+    @property
+    def cpu_us(self) -> float:
+        return self.server_cpu / self.load.requests * 1e6
+
+    @property
+    def cores(self) -> float:
+        return self.server_cpu / self.seconds
+
+    @property
+    def projected_rps(self) -> float:
+        return self.workers / (self.server_cpu / self.load.requests)
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def child_cpu_seconds() -> float:
+    usage = os.times()
+    return usage.children_user + usage.children_system
+
+
+def measure(app: Path, cache: Path, workers: int, pinned: bool, seconds: float,
+            connections: int, warmup: float) -> Run:
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}/fixed"
+    cmd = [PYTHON, "-m", "host", "up", "-f", str(app), "-q", "--state-dir", "",
+           "--cache-dir", str(cache), "--listen", f"{LOOPBACK}:{port}",
+           "--workers", str(workers)]
+    server_pin = pin(SERVER_CORE) if pinned else []
+    client_pin = pin(CLIENT_CORE) if pinned else []
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([*server_pin, *cmd], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(proc, f"http://{LOOPBACK}:{port}{HEALTH}", workers)
+            wrk = [*client_pin, "wrk", "-t1", f"-c{connections}", "--latency"]
+            subprocess.run([*wrk, f"-d{max(1, round(warmup))}s", url], capture_output=True,
+                           check=True)
+            pids = tree(proc.pid)
+            before, wrk_before, start = cpu_seconds(pids), child_cpu_seconds(), time.monotonic()
+            out = subprocess.run([*wrk, f"-d{max(1, round(seconds))}s", url],
+                                 capture_output=True, text=True, check=True).stdout
+            elapsed = time.monotonic() - start
+            server_cpu = cpu_seconds(pids) - before
+            wrk_cpu = child_cpu_seconds() - wrk_before
+            if proc.poll() is not None:
+                raise RuntimeError(f"host up --workers {workers} died during the run")
+        finally:
+            stop(proc)  # type: ignore[arg-type]
+    load = parse_wrk(out)
+    if load.errors:
+        raise RuntimeError(f"--workers {workers}: {load.errors} errors in {load.requests}")
+    return Run(workers, pinned, load, elapsed, server_cpu, wrk_cpu)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, workers: int,
+                timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"host up --workers {workers} exited with {proc.returncode}")
+        expected = workers if workers > 1 else 0
+        if len(tree(proc.pid)) - 1 >= expected:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError(f"host up --workers {workers} not ready after {timeout:g} s")
+
+
+def table(runs: list[Run]) -> str:
+    lines = ["| workers | req/s | p50 ms | p99 ms | server CPU per request | server cores "
+             "| wrk CPU per request | projected req/s (one core per worker) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for workers, pinned in CONFIGURATIONS:
+        mine = [r for r in runs if (r.workers, r.pinned) == (workers, pinned)]
+        med = statistics.median
+        where = ", pinned (core 0, wrk core 1)" if pinned else ""
+        lines.append(
+            f"| {workers}{where} | {med(r.load.rps for r in mine):,.0f} "
+            f"| {med(r.load.p50_ms for r in mine):.2f} | {med(r.load.p99_ms for r in mine):.2f} "
+            f"| {med(r.cpu_us for r in mine):.0f} us | {med(r.cores for r in mine):.2f} "
+            f"| {med(r.wrk_cpu / r.load.requests * 1e6 for r in mine):.0f} us "
+            f"| {med(r.projected_rps for r in mine):,.0f} |")
+    two = [r for r in runs if r.workers == 2]
+    for pinned in (True, False):
+        one = [r for r in runs if (r.workers, r.pinned) == (1, pinned)]
+
+        def ratio(of: Callable[[Run], float], one: list[Run] = one) -> float:
+            return statistics.median(of(r) for r in two) / statistics.median(of(r) for r in one)
+
+        lines += ["", f"2 workers / 1 worker{' pinned' if pinned else ''}: CPU per request "
+                      f"{ratio(lambda r: r.cpu_us):.2f}x (target <= 1.10), measured req/s "
+                      f"{ratio(lambda r: r.load.rps):.2f}x, projected req/s "
+                      f"{ratio(lambda r: r.projected_rps):.2f}x (target >= 1.6)"]
+    lines += ["", "Every run, in order (p: pinned): " + "; ".join(
+        f"{r.workers}{'p' if r.pinned else ''} {r.load.rps:,.0f} req/s {r.cpu_us:.0f} us"
+        for r in runs)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, interleaved")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args(argv)
+    if not wrk_available():
+        print("wrk is missing: apt-get install wrk")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as work:
+        fixtures = prepare(Path(work))
+        cache = Path(work) / "cache"
+        fill_cache(fixtures.wat_app, cache)
+        runs = []
+        for round_ in range(args.rounds):
+            order = CONFIGURATIONS if round_ % 2 == 0 else CONFIGURATIONS[::-1]
+            for workers, pinned in order:
+                runs.append(measure(fixtures.wat_app, cache, workers, pinned, args.seconds,
+                                    args.connections, args.warmup))
+                print(f"  --workers {workers}{' (pinned)' if pinned else ''}: "
+                      f"{runs[-1].load.rps:,.0f} req/s, {runs[-1].cpu_us:.0f} us CPU per "
+                      "request", flush=True)
+    print(f"\n`python -m bench.workers --seconds {args.seconds:g} --rounds {args.rounds} "
+          f"--connections {args.connections}`, os.cpu_count()={os.cpu_count()}\n")
+    print(table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

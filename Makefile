@@ -24,8 +24,11 @@ run: setup
 
 # Real servers and tools the tests use, from Debian: redis-server (Redis
 # key-value backend), docker-registry (OCI registry), skopeo and umoci (read our
-# image layouts, make runtime bundles). Installed only when missing.
-SYSTEM_TOOLS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo umoci:umoci
+# image layouts, make runtime bundles), htpasswd (apache2-utils: the registry's
+# bcrypt login file) and openssl (signs the registry's auth tokens). Installed
+# only when missing.
+SYSTEM_TOOLS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo \
+  umoci:umoci htpasswd:apache2-utils openssl:openssl
 
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do \

@@ -1,4 +1,4 @@
-"""`host up | check | build | run-bundle | oci`: parse the command line and dispatch.
+"""`host up | check | build | run-bundle | oci | registry`: parse the command line and dispatch.
 
 Flags, their variables and defaults are declared once in host/config.py; the
 server's life is host/serve.py. Every HostError ends the command with a
@@ -20,6 +20,7 @@ from host.config import Config, add_options
 from host.errors import HostError
 from host.manifest import load_manifest
 from host.oci.cli import add_parser as add_oci_parser
+from host.oci.cli import add_registry_parser
 from host.runtime.engine import Engine
 from host.serve import load_runtime_config_file, print_warnings, route_lines, serve
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     run_bundle.set_defaults(run=cmd_run_bundle)
 
     add_oci_parser(sub)
+    add_registry_parser(sub)
 
     build = sub.add_parser("build", help="run each component's build command")
     build.add_argument("-f", "--from", dest="source", default=None, metavar="PATH",

@@ -535,16 +535,24 @@ def test_references(text: str, parts: tuple[str, str, str | None, str | None]) -
                         else f"{text}:latest")
 
 
-def test_plain_http_only_for_loopback_or_when_asked() -> None:
-    def base(text: str, insecure: bool | None = None) -> str:
-        with RegistryClient(parse_reference(text), insecure) as client:
+def test_plain_http_only_for_loopback_or_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def base(text: str, insecure: bool | None = None, remote: bool | None = None) -> str:
+        with RegistryClient(parse_reference(text), insecure,
+                            allow_insecure_remote=remote) as client:
             return client.base
 
+    monkeypatch.delenv("SPINHOST_ALLOW_INSECURE_REMOTE", raising=False)
     assert base("ghcr.io/org/app:v1") == "https://ghcr.io/v2/org/app"
-    assert base("registry.internal:5000/app", insecure=True) == \
+    # --insecure alone reaches only this machine; another host needs the second flag.
+    with pytest.raises(OciError, match="only for loopback.*--allow-insecure-remote"):
+        base("registry.internal:5000/app", insecure=True)
+    assert base("registry.internal:5000/app", insecure=True, remote=True) == \
         "http://registry.internal:5000/v2/app"
-    for loopback in ("localhost:5000", "127.0.0.1:5000", "[::1]:5000"):
+    monkeypatch.setenv("SPINHOST_ALLOW_INSECURE_REMOTE", "1")
+    assert base("registry.internal:5000/app", insecure=True).startswith("http://")
+    for loopback in ("localhost:5000", "127.0.0.1:5000", "127.0.0.2:5000", "[::1]:5000"):
         assert base(f"{loopback}/app").startswith(f"http://{loopback}/")
+        assert base(f"{loopback}/app", insecure=True).startswith(f"http://{loopback}/")
     assert base("localhost:5000/app", insecure=False).startswith("https://")
 
 

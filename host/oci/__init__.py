@@ -12,9 +12,10 @@ an ordinary container image, so Kubernetes can ship spinhost apps as images.
 - `layout.py`: reading an image layout (directory or `.tar`), every blob verified.
 - `writer.py`: writing an image layout atomically.
 - `image.py`: app -> OCI image layout (directory or `.tar`), reproducibly.
-- `registry.py`: the OCI distribution API (push, pull, auth).
+- `registry.py`: the OCI distribution API (push, pull, login; Basic and Bearer auth).
+- `credentials.py`: registry logins: ours (saved by `host registry login`) and Docker's.
 - `store.py`: a reference or layout -> a verified, unpacked app on disk.
-- `cli.py`: `host oci build | push | pull`.
+- `cli.py`: `host oci build | push | pull`, `host registry push | pull | login | logout`.
 
 Every blob is checked against its sha256 digest wherever it comes from; a
 mismatch is refused before anything reaches its destination. Failures are

@@ -1,8 +1,12 @@
 """The OCI distribution API, as much as pushing and pulling app images needs (httpx).
 
-Plain HTTP only for loopback registries or when asked (`insecure`), HTTPS
-otherwise. Auth: anonymous, Basic, or the Bearer token challenge, with
-credentials from arguments or `SPINHOST_REGISTRY_USERNAME`/`_PASSWORD`.
+Plain HTTP for loopback registries by default; `insecure` asks for it, and
+for any other host it also needs `allow_insecure_remote` (or
+`SPINHOST_ALLOW_INSECURE_REMOTE=1`), since a login and the image would cross
+the network in the clear. HTTPS otherwise. Auth: anonymous, Basic, or the
+Bearer token challenge (with a password, or Docker's identity token), with
+credentials from arguments, `SPINHOST_REGISTRY_USERNAME`/`_PASSWORD`, or the
+stored logins (host/oci/credentials.py), looked up only when a registry asks.
 Whatever the registry sends is checked against its sha256 digest before it is
 kept: blobs go to temporary files renamed into place only once verified, and a
 pulled layout replaces its destination only when complete.
@@ -11,6 +15,7 @@ pulled layout replaces its destination only when complete.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ import httpx
 from host import __version__
 from host.errors import OciError
 from host.limits import OciLimits
+from host.oci import credentials as logins
 from host.oci.atomic import os_errors, temp_file
 from host.oci.digest import CHUNK_BYTES, BlobCheck, file_digest, sha256_digest
 from host.oci.layout import LocalLayout
@@ -45,8 +51,10 @@ from host.oci.writer import LayoutWriter
 
 USERNAME_ENV = "SPINHOST_REGISTRY_USERNAME"
 PASSWORD_ENV = "SPINHOST_REGISTRY_PASSWORD"
+ALLOW_INSECURE_REMOTE_ENV = "SPINHOST_ALLOW_INSECURE_REMOTE"
+ALLOW_INSECURE_REMOTE_FLAG = "--allow-insecure-remote"
+TOKEN_CLIENT_ID = "spinhost"  # OAuth2 client_id sent with an identity token
 DEFAULT_TAG = "latest"
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 MANIFEST_ACCEPT = ", ".join((MEDIA_MANIFEST, MEDIA_INDEX, DOCKER_MANIFEST, DOCKER_INDEX))
 REF_SYNTAX = "host[:port]/name[:tag|@sha256:<digest>], e.g. localhost:5000/my-app:v1"
 
@@ -83,6 +91,40 @@ class Reference:
         if self.digest:
             text += f"@{self.digest}"
         return text
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1 (brackets allowed): traffic that stays on this machine."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http(registry: str, insecure: bool | None,
+               allow_insecure_remote: bool | None = None) -> bool:
+    """Whether to talk to `registry` (host[:port]) over plain HTTP.
+
+    None: only loopback registries. True: asked for; a registry elsewhere also
+    needs `allow_insecure_remote` (None: `SPINHOST_ALLOW_INSECURE_REMOTE`).
+    """
+    host = Reference(registry, "").host
+    if insecure is None:
+        return is_loopback(host)
+    if not insecure or is_loopback(host):
+        return insecure
+    if allow_insecure_remote is None:
+        allow_insecure_remote = os.environ.get(ALLOW_INSECURE_REMOTE_ENV, "").lower() in (
+            "1", "true", "yes", "on")
+    if not allow_insecure_remote:
+        raise OciError(f"{registry}: --insecure (plain HTTP) is only for loopback registries; "
+                       "the login and the image would cross the network unencrypted. Add "
+                       f"{ALLOW_INSECURE_REMOTE_FLAG} (or set {ALLOW_INSECURE_REMOTE_ENV}=1) "
+                       "if you mean it")
+    return True
 
 
 def is_image_reference(text: str) -> bool:
@@ -127,14 +169,25 @@ class RegistryClient:
 
     def __init__(self, ref: Reference, insecure: bool | None = None,
                  username: str | None = None, password: str | None = None,
-                 push: bool = False, limits: OciLimits | None = None) -> None:
+                 push: bool = False, limits: OciLimits | None = None,
+                 allow_insecure_remote: bool | None = None) -> None:
         self.ref = ref
         self.limits = limits = limits or OciLimits()
-        plain = ref.host in LOOPBACK_HOSTS if insecure is None else insecure
-        self.base = f"{'http' if plain else 'https'}://{ref.registry}/v2/{ref.repository}"
-        self.username = username if username is not None else os.environ.get(USERNAME_ENV)
-        self.password = password if password is not None else os.environ.get(PASSWORD_ENV)
-        self.scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
+        plain = plain_http(ref.registry, insecure, allow_insecure_remote)
+        self.root = f"{'http' if plain else 'https'}://{ref.registry}/v2/"
+        self.base = f"{self.root}{ref.repository}"
+        source = ""  # given as arguments: the caller knows where they came from
+        if username is None and password is None:
+            username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+            source = f"{USERNAME_ENV}/{PASSWORD_ENV}"
+        self._given: logins.Credentials | None = None
+        if username is not None or password is not None:
+            self._given = logins.Credentials(username or "", password or "", None, source)
+        self._stored: logins.Credentials | None = None
+        self._looked_up = False
+        # None: no scope (what `docker login` asks a token service for).
+        self.scope: str | None = \
+            f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
         self._authorization: str | None = None
         timeout = httpx.Timeout(connect=limits.connect_timeout_seconds,
                                 read=limits.read_timeout_seconds,
@@ -182,10 +235,19 @@ class RegistryClient:
             self._authorization = self._authenticate(challenge)
         raise AssertionError("unreachable")
 
-    def _credentials(self) -> tuple[str, str] | None:
-        if self.username is None and self.password is None:
-            return None
-        return self.username or "", self.password or ""
+    def _credentials(self) -> logins.Credentials | None:
+        """Given ones, else the stored login (read at the first challenge, so an
+        anonymous registry never runs a credential helper)."""
+        if self._given is not None:
+            return self._given
+        if not self._looked_up:
+            self._stored = logins.lookup(self.ref.registry)
+            self._looked_up = True
+        return self._stored
+
+    def _no_login(self) -> str:
+        return (f"run `host registry login {self.ref.registry}`, pass -u/--username and "
+                f"--password-stdin, or set {USERNAME_ENV} and {PASSWORD_ENV}")
 
     def _authenticate(self, challenge: str) -> str:
         """The Authorization value answering a `WWW-Authenticate` challenge."""
@@ -194,42 +256,66 @@ class RegistryClient:
         credentials = self._credentials()
         if scheme.lower() == "basic":
             if credentials is None:
-                raise OciError(f"{self.ref.registry}: the registry requires a login; pass "
-                               f"-u/--username and -p/--password (or set {USERNAME_ENV} and "
-                               f"{PASSWORD_ENV})")
-            token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-            return f"Basic {token}"
+                raise OciError(f"{self.ref.registry}: the registry requires a login; "
+                               f"{self._no_login()}")
+            if credentials.identity_token and not credentials.password:
+                raise OciError(f"{self.ref.registry}: the login from {credentials.source} is "
+                               "an identity token, which only a Bearer token service accepts")
+            secret = f"{credentials.username}:{credentials.password}".encode()
+            return f"Basic {base64.b64encode(secret).decode()}"
         if scheme.lower() == "bearer":
             return f"Bearer {self._token(params, credentials)}"
         raise OciError(f"{self.ref.registry}: unsupported authentication challenge "
                        f"{challenge!r} (Basic and Bearer are supported)")
 
-    def _token(self, params: dict[str, str], credentials: tuple[str, str] | None) -> str:
+    def _token(self, params: dict[str, str], credentials: logins.Credentials | None) -> str:
+        """A token from the challenge's realm (the distribution token flow).
+
+        A password goes as Basic auth on a GET; Docker's identity token is an
+        OAuth2 refresh token, POSTed as a form. Either way the realm must be
+        HTTPS unless the registry itself is reached over plain HTTP.
+        """
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise OciError(f"{self.ref.registry}: Bearer challenge without a usable realm "
                            f"({realm!r})")
-        query: dict[str, str | list[str]] = {
-            "scope": sorted({self.scope, params.get("scope") or self.scope})}
+        if realm.startswith("http://") and self.root.startswith("https://") and credentials:
+            raise OciError(f"{self.ref.registry}: the registry sends logins to a plain-HTTP "
+                           f"token service ({_without_query(realm)}); refusing to send them")
+        scopes = sorted({s for s in (self.scope, params.get("scope")) if s})
+        query: dict[str, str | list[str]] = {"scope": scopes} if scopes else {}
         if params.get("service"):
             query["service"] = params["service"]
         try:
-            response = self._client.get(realm, params=query, auth=credentials)
+            if credentials is not None and credentials.identity_token:
+                form = {"grant_type": "refresh_token", "client_id": TOKEN_CLIENT_ID,
+                        "refresh_token": credentials.identity_token, **{
+                            k: " ".join(v) if isinstance(v, list) else v
+                            for k, v in query.items()}}
+                response = self._client.post(realm, data=form)
+            else:
+                if credentials is not None and credentials.username:
+                    query["account"] = credentials.username
+                auth = (credentials.username, credentials.password) if credentials else None
+                response = self._client.get(realm, params=query, auth=auth)
         except httpx.HTTPError as exc:
-            raise OciError(f"{realm}: cannot get a registry token: {exc}") from None
+            raise OciError(f"{_without_query(realm)}: cannot get a registry token: "
+                           f"{type(exc).__name__}") from None
         if response.status_code in (401, 403):
-            who = "the login" if credentials else "anonymous access"
-            raise OciError(f"{realm}: the token service refused {who} (HTTP "
-                           f"{response.status_code}); check the username and password")
+            who = f"the login ({credentials})" if credentials else "anonymous access"
+            hint = "check the username and password" if credentials else self._no_login()
+            raise OciError(f"{_without_query(realm)}: the token service refused {who} (HTTP "
+                           f"{response.status_code}); {hint}")
         if not response.is_success:
-            raise OciError(f"{realm}: the token service answered HTTP {response.status_code}")
+            raise OciError(f"{_without_query(realm)}: the token service answered HTTP "
+                           f"{response.status_code}")
         try:
             data = response.json()
         except ValueError:
             data = None
         token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
-            raise OciError(f"{realm}: the token service sent no token")
+            raise OciError(f"{_without_query(realm)}: the token service sent no token")
         return token
 
     @staticmethod
@@ -246,11 +332,26 @@ class RegistryClient:
     def _fail(self, response: httpx.Response, what: str) -> OciError:
         detail = self._detail(response)
         if response.status_code == 401:
+            credentials = self._credentials()
+            hint = (f"the registry refused the login ({credentials}); check the username and "
+                    "password" if credentials else self._no_login())
             return OciError(f"{self.ref.registry}: authentication failed for {what} ({detail}); "
-                            f"check -u/-p or {USERNAME_ENV}/{PASSWORD_ENV}")
+                            f"{hint}")
         if response.status_code == 403:
             return OciError(f"{self.ref.registry}: access to {what} denied ({detail})")
         return OciError(f"{self.ref.registry}: {what} failed ({detail})")
+
+    def ping(self) -> None:
+        """`GET /v2/`, authenticating if asked: proves the registry takes the login."""
+        response = self._send("GET", self.root)
+        response.close()
+        if response.status_code == 401:
+            credentials = self._credentials()
+            who = f"the login ({credentials})" if credentials else "anonymous access"
+            raise OciError(f"{self.ref.registry}: the registry refused {who}; check the "
+                           "username and password")
+        if not response.is_success:
+            raise self._fail(response, "GET /v2/")
 
     # -- pull ----------------------------------------------------------------
 
@@ -375,8 +476,24 @@ class PushResult:
     present: int  # blobs the registry already had
 
 
+def login(registry: str, username: str, password: str, insecure: bool | None = None,
+          allow_insecure_remote: bool | None = None, limits: OciLimits | None = None) -> None:
+    """Check that `registry` (host[:port]) accepts this login, as `docker login` does.
+
+    The Bearer flow asks the token service for a token without a scope.
+    """
+    if not _HOST.match(registry):
+        raise OciError(f"{registry!r}: not a registry server; expected host[:port], "
+                       "e.g. localhost:5000 or ghcr.io")
+    with RegistryClient(Reference(registry, ""), insecure, username, password, limits=limits,
+                        allow_insecure_remote=allow_insecure_remote) as client:
+        client.scope = None
+        client.ping()
+
+
 def push(layout: Path, ref: str, insecure: bool | None = None, username: str | None = None,
-         password: str | None = None, limits: OciLimits | None = None) -> PushResult:
+         password: str | None = None, limits: OciLimits | None = None,
+         allow_insecure_remote: bool | None = None) -> PushResult:
     """Push the image of `layout` (directory or `.tar`) to `ref`.
 
     A layout with one image pushes that one; with several, the one tagged like `ref`.
@@ -392,7 +509,7 @@ def push(layout: Path, ref: str, insecure: bool | None = None, username: str | N
         source.verify(manifest)  # a tampered layout is refused before anything is sent
         uploaded = 0
         with RegistryClient(reference, insecure, username, password, push=True,
-                            limits=limits) as client:
+                            limits=limits, allow_insecure_remote=allow_insecure_remote) as client:
             for blob in manifest.blobs:
                 if not client.has_blob(blob):
                     client.upload_blob(blob, source.read_blob(blob, bounded=False))
@@ -404,13 +521,14 @@ def push(layout: Path, ref: str, insecure: bool | None = None, username: str | N
 
 def pull(ref: str, dest_layout_dir: Path, insecure: bool | None = None,
          username: str | None = None, password: str | None = None,
-         limits: OciLimits | None = None) -> str:
+         limits: OciLimits | None = None, allow_insecure_remote: bool | None = None) -> str:
     """Pull `ref` into an image layout directory (replacing one there); return its digest.
 
     Nothing reaches `dest_layout_dir` unless every blob verified.
     """
     reference = parse_reference(ref)
-    with RegistryClient(reference, insecure, username, password, limits=limits) as client:
+    with RegistryClient(reference, insecure, username, password, limits=limits,
+                        allow_insecure_remote=allow_insecure_remote) as client:
         manifest = client.get_manifest()
         with os_errors(str(dest_layout_dir)), LayoutWriter(dest_layout_dir) as writer:
             for blob in manifest.blobs:

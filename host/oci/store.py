@@ -48,7 +48,8 @@ def default_cache_dir() -> Path:
 
 def resolve_app(ref_or_layout: str, cache_dir: Path, insecure: bool | None = None,
                 username: str | None = None, password: str | None = None,
-                limits: OciLimits | None = None) -> ResolvedApp:
+                limits: OciLimits | None = None,
+                allow_insecure_remote: bool | None = None) -> ResolvedApp:
     """The app of a layout (`PATH` or `PATH:TAG`, directory or `.tar`) or registry reference.
 
     Layouts are read in place, every blob verified; references are pulled into
@@ -56,12 +57,13 @@ def resolve_app(ref_or_layout: str, cache_dir: Path, insecure: bool | None = Non
     is unpacked once per manifest digest under `cache_dir/oci/apps/`.
     """
     with os_errors(f"{ref_or_layout} (cache {cache_dir})"):
-        return _resolve(ref_or_layout, cache_dir, insecure, username, password, limits)
+        return _resolve(ref_or_layout, cache_dir, insecure, username, password, limits,
+                        allow_insecure_remote)
 
 
 def _resolve(ref_or_layout: str, cache_dir: Path, insecure: bool | None,
              username: str | None, password: str | None,
-             limits: OciLimits | None) -> ResolvedApp:
+             limits: OciLimits | None, allow_insecure_remote: bool | None) -> ResolvedApp:
     apps_dir = cache_dir / "oci" / "apps"
     local, tag = _local_layout(ref_or_layout)
     if local is not None:
@@ -80,7 +82,8 @@ def _resolve(ref_or_layout: str, cache_dir: Path, insecure: bool | None,
         if (app_dir / MANIFEST_NAME).is_file():
             return _resolved(app_dir, reference.digest, str(reference))
     blob_dir = cache_dir / "oci" / "blobs" / "sha256"
-    with RegistryClient(reference, insecure, username, password, limits=limits) as client:
+    with RegistryClient(reference, insecure, username, password, limits=limits,
+                        allow_insecure_remote=allow_insecure_remote) as client:
         manifest = client.get_manifest()
         app_dir = apps_dir / manifest.descriptor.hex
         if not (app_dir / MANIFEST_NAME).is_file():

@@ -44,6 +44,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([a-z][a-z0-9-]*)\s*(?:\|\s*([a-z_]+)\s*)?\}\
 _WORD = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z0-9]+|[0-9]+")
 _SKIP_NAMES = {"__pycache__", ".DS_Store"}
 
+Prompt = Callable[[str], str]  # asks a person: prompt text -> answer
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -173,8 +175,6 @@ def resolve_values(template: Template, given: Mapping[str, str], ask: Prompt | N
             values[param.name] = _ask_until_valid(param, ask)
     return values
 
-
-Prompt = Callable[[str], str]
 
 
 def _ask_until_valid(param: Parameter, ask: Prompt) -> str:

@@ -150,7 +150,7 @@ def test_generated_manifest_loads_with_build_and_watch(cli: Callable[..., Ran], 
     component = manifest.components["my-app"]
     assert component.build is not None and component.build.commands and component.build.watch
     assert not any(".spin" in p.parts for p in app.rglob("*"))
-    assert (app / ".gitignore").is_file()
+    assert ".spin/" in (app / ".gitignore").read_text()
     if (app / "package.json").exists():
         assert json.loads((app / "package.json").read_text())["description"] == description
         lock = json.loads((app / "package-lock.json").read_text())

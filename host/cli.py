@@ -1,4 +1,5 @@
-"""`host up | check | build | run-bundle | oci | registry`: parse the command line and dispatch.
+"""`host up | check | build | new | add | templates | run-bundle | oci | registry`: parse and
+dispatch.
 
 Flags, their variables and defaults are declared once in host/config.py; the
 server's life is host/serve.py. Every HostError ends the command with a
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from host import __version__, bundle, logs
+from host import __version__, bundle, logs, new
 from host.app import load_app
 from host.build import build_app
 from host.config import Config, add_options
@@ -82,7 +83,37 @@ def _parser() -> argparse.ArgumentParser:
                        help="build only this component (repeatable)")
     build.add_argument("-u", "--up", action="store_true", help="serve the app after building")
     build.set_defaults(run=cmd_build)
+
+    _add_template_parsers(sub)
     return p
+
+
+def _add_template_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for command, summary in (("new", "create an app from a template"),
+                             ("add", "add a component from a template to an existing app")):
+        p = sub.add_parser(command, help=summary, description=summary + " (`host templates "
+                           "list` shows the templates). Prompts for the template's parameters "
+                           "when run in a terminal, unless --accept-defaults.")
+        p.add_argument("template", metavar="TEMPLATE", help="template id, e.g. http-py")
+        p.add_argument("name", metavar="NAME",
+                       help="app or component name: a letter, then letters, digits, - or _")
+        if command == "add":
+            p.add_argument("-f", "--file", dest="source", default=None, metavar="PATH",
+                           help="spin.toml, or a directory containing one (default ./spin.toml)")
+        p.add_argument("-o", "--output", default=None, metavar="DIR",
+                       help="directory to create (default: NAME"
+                            + (", next to spin.toml)" if command == "add" else ")"))
+        p.add_argument("--value", action="append", default=[], metavar="KEY=VALUE",
+                       help="a template parameter, e.g. http-path=/api/... (repeatable)")
+        p.add_argument("-a", "--accept-defaults", action="store_true",
+                       help="use the default of every parameter not given with --value")
+        p.set_defaults(run=cmd_new if command == "new" else cmd_add)
+
+    templates = sub.add_parser("templates", help="list the templates of `host new`/`host add`")
+    templates.set_defaults(run=lambda _args: _usage(templates))
+    templates_sub = templates.add_subparsers(metavar="COMMAND")
+    listing = templates_sub.add_parser("list", help="print each template's id and description")
+    listing.set_defaults(run=cmd_templates_list)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -126,4 +157,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("\n".join(route_lines(app.manifest, app.router, "")))
     finally:
         app.close()
+    return EXIT_OK
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    ask = new.terminal_prompt(args.accept_defaults)
+    directory = new.new_app(args.template, args.name, args.output, args.value, ask)
+    print(f"Created {directory} from template {args.template}")
+    new.print_next_steps(directory)
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    ask = new.terminal_prompt(args.accept_defaults)
+    manifest, directory = new.add_component(args.template, args.name, args.source,
+                                            args.output, args.value, ask)
+    print(f"Added {directory} from template {args.template} to {manifest}")
+    return EXIT_OK
+
+
+def cmd_templates_list(args: argparse.Namespace) -> int:
+    print("\n".join(new.describe_templates()))
     return EXIT_OK

@@ -9,6 +9,8 @@ HostError                 start-up and command failures, shown to the user
  +-- OciError             an image, layout or registry problem
  +-- NotASpinApp          a container's filesystem has no spin.toml (exit code 3)
  +-- WorkerError          a worker process (--workers) could not start: its error and code
+ +-- TemplateError        `host new`/`add` cannot generate: bad NAME or --value (exit code 2),
+                          a non-empty target directory, a component id or route taken
 GuestError                a request failed in its guest: 500, logged, never a traceback
  +-- GuestTimeout         the guest ran past its deadline: 504
  +-- OutputTooLarge       a WAGI program printed more than the response limit
@@ -74,6 +76,14 @@ class NotASpinApp(HostError):
 
 class WorkerError(HostError):
     """A worker process failed to start: carries its one-line error and exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TemplateError(HostError):
+    """`host new` or `host add` refused: a bad NAME or --value (exit 2), a taken target (1)."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)

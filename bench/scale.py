@@ -143,6 +143,12 @@ class BodyResult:
         return self.bodies * self.size / self.seconds / 1e6
 
     @property
+    def cpu_bound_mb_per_s(self) -> float:
+        """MB/s one core could echo at this server CPU per byte (the load-independent
+        figure: the clients share the cores and cap what is measured)."""
+        return self.bodies * self.size / self.cpu_seconds / 1e6 if self.cpu_seconds else 0.0
+
+    @property
     def cpu_ms_per_mib(self) -> float:
         return self.cpu_seconds / (self.bodies * self.size / MiB) * 1e3 if self.bodies else 0.0
 

@@ -151,25 +151,30 @@ def body(run: Run) -> Section:
             results.append((label, flags, None, f"failed: {type(exc).__name__}: {exc}"[:200]))
     base = {b.size: b.mb_per_s for b in (results[0][2] or [])}
     table = []
-    best16: tuple[float, str] | None = None
+    best16: tuple[float, str, float] | None = None
     for label, flags, got, note in results:
         if got is None:
-            table.append([label, "", note, "", "", "", ""])
+            table.append([label, "", note, "", "", "", "", ""])
             continue
         for b in got:
             table.append([label, f"{b.size // MiB} MiB", f"{b.mb_per_s:,.1f}",
                           f"{b.bodies} ({b.bad} bad)", f"{b.cpu_ms_per_mib:,.1f} ms",
+                          f"{b.cpu_bound_mb_per_s:,.1f}",
                           _x(b.mb_per_s, base.get(b.size)), f"`{flags}`" if flags else ""])
             if b.size == 16 * MiB and "wasi:http" in label and b.bodies and (
                     best16 is None or b.mb_per_s > best16[0]):
-                best16 = (b.mb_per_s, label)
+                best16 = (b.mb_per_s, label, b.cpu_bound_mb_per_s)
     lines = md_table(["server", "body", "MB/s", "bodies echoed", "server CPU per MiB",
-                      "vs base", "flags"], table)
+                      "MB/s at one core (from CPU)", "vs base", "flags"], table)
     lines += ["", f"- {scale.BODY_CLIENTS} clients (threads of the bench process, pinned to "
                   "core 1) each POST the body (random bytes) and read the echo while sending "
                   f"(tests/duplex.py, a connection per body) for {plan.seconds:g} s, at least "
                   "one body each, after one untimed 1 MiB body each; "
                   "MB/s = bytes of the bodies that came back intact / wall time",
+              "- the clients (Python, one core shared with other work) cap what is "
+              "measured: the base row is about that ceiling, not uvicorn's. \"MB/s at "
+              "one core\" = body bytes / server CPU seconds: what the server could echo "
+              "on a core of its own, the figure the target is judged on",
               "- our world's echo is capped by --max-body-bytes-in-flight (4 MiB, the body "
               "crosses as one list<u8>), so 16 MiB goes through wasi:http echoes only"]
     sec = Section("Scale: body throughput", lines)
@@ -178,6 +183,7 @@ def body(run: Run) -> Section:
                      for label, _, got, _ in results for b in (got or []) if b.bad]
     if best16:
         sec.metrics["body_16mib_mbps"] = best16[0]
+        sec.metrics["body_16mib_mbps_cpu"] = best16[2]
         sec.lines.append(f"- target row: the best wasi:http echo at 16 MiB, {best16[1]}")
     return sec
 

@@ -29,6 +29,8 @@ run: setup
 # only when missing.
 SYSTEM_TOOLS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo \
   umoci:umoci htpasswd:apache2-utils openssl:openssl
+# What `make bench` needs: wrk (load generator), redis-server (row k).
+BENCH_TOOLS := wrk:wrk redis-server:redis-server
 
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do \
@@ -46,7 +48,9 @@ lint: setup
 	$(VENV)/bin/ruff check host tests
 	$(VENV)/bin/mypy
 
+# Every section (see `python -m bench --help`); rewrites bench/REPORT.md (~15 min).
 bench: setup
+	@$(MAKE) --no-print-directory system-packages SYSTEM_TOOLS="$(BENCH_TOOLS)"
 	$(PY) -m bench
 
 clean:

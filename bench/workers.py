@@ -185,6 +185,29 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def interleaved(app: Path, cache: Path, rounds: int, seconds: float, connections: int,
+                warmup: float) -> list[Run]:
+    """Every configuration `rounds` times, in alternating order."""
+    runs = []
+    for round_ in range(rounds):
+        order = CONFIGURATIONS if round_ % 2 == 0 else CONFIGURATIONS[::-1]
+        for workers, pinned in order:
+            runs.append(measure(app, cache, workers, pinned, seconds, connections, warmup))
+            print(f"  --workers {workers}{' (pinned)' if pinned else ''}: "
+                  f"{runs[-1].load.rps:,.0f} req/s, {runs[-1].cpu_us:.0f} us CPU per "
+                  "request", flush=True)
+    return runs
+
+
+def ratios(runs: list[Run]) -> tuple[float, float]:
+    """2 workers against 1 pinned worker: CPU per request, projected req/s (medians)."""
+    med = statistics.median
+    two = [r for r in runs if r.workers == 2]
+    one = [r for r in runs if (r.workers, r.pinned) == (1, True)]
+    return (med(r.cpu_us for r in two) / med(r.cpu_us for r in one),
+            med(r.projected_rps for r in two) / med(r.projected_rps for r in one))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -199,15 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = prepare(Path(work))
         cache = Path(work) / "cache"
         fill_cache(fixtures.wat_app, cache)
-        runs = []
-        for round_ in range(args.rounds):
-            order = CONFIGURATIONS if round_ % 2 == 0 else CONFIGURATIONS[::-1]
-            for workers, pinned in order:
-                runs.append(measure(fixtures.wat_app, cache, workers, pinned, args.seconds,
-                                    args.connections, args.warmup))
-                print(f"  --workers {workers}{' (pinned)' if pinned else ''}: "
-                      f"{runs[-1].load.rps:,.0f} req/s, {runs[-1].cpu_us:.0f} us CPU per "
-                      "request", flush=True)
+        runs = interleaved(fixtures.wat_app, cache, args.rounds, args.seconds,
+                           args.connections, args.warmup)
     print(f"\n`python -m bench.workers --seconds {args.seconds:g} --rounds {args.rounds} "
           f"--connections {args.connections}`, os.cpu_count()={os.cpu_count()}\n")
     print(table(runs))

@@ -145,3 +145,24 @@ def test_no_other_module_touches_wasmtime_internals() -> None:
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "wasmtime-py internals outside wasmtime_private.py:\n" + "\n".join(
         offenders)
+
+
+def test_a_host_call_store_is_a_store_context_keyed_by_its_address() -> None:
+    store = wasmtime.Store()
+    address = private.context_address(store)
+    during_call = private.HostCallStore(address)
+    assert isinstance(during_call, wasmtime.StoreContext)
+    assert private.context_address(during_call) == address
+    assert ctypes.cast(during_call._context(), ctypes.c_void_p).value == address
+    during_call._invalidate()
+    with pytest.raises(ValueError):
+        during_call._context()
+
+
+def test_trap_from_carries_a_wasmtime_error_and_parks_any_other() -> None:
+    error = private.error_from_ptr(private.trap_from(wasmtime.WasmtimeError("own message")))
+    assert "own message" in str(error)
+    boom = KeyError("boom")
+    assert "python exception" in str(private.error_from_ptr(private.trap_from(boom)))
+    with pytest.raises(KeyError):
+        private.maybe_raise_last_exn()  # the parked exception surfaces with its call

@@ -17,12 +17,13 @@ import wasmtime.component as wc
 
 from host.runtime.marshal import VAL_SIZE, Arena, Codec, Heap, compile_type
 from host.runtime.wasmtime_private import (
-    catch_exceptions,
+    HostCallStore,
     context_address,
     error_from_ptr,
     ffi,
     func_address,
     maybe_raise_last_exn,
+    trap_from,
 )
 
 _c_void_p = ctypes.c_void_p
@@ -33,6 +34,7 @@ _post_return = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_void_p)(
     ("wasmtime_component_func_post_return", ffi.dll))
 _val_delete = ctypes.CFUNCTYPE(None, _c_void_p)(("wasmtime_component_val_delete", ffi.dll))
 _addressof = ctypes.addressof
+_string_at = ctypes.string_at
 
 
 def _raise(err: int) -> None:
@@ -115,28 +117,41 @@ _REGISTERED: dict[int, tuple[TypedFunc, HostFunc]] = {}
 _next_id = [1]
 
 
-@ffi.wasmtime_component_func_callback_t
+# The callback as wasmtime calls it, with every pointer as a plain address:
+# ctypes then builds no pointer objects for the arguments (wasmtime-py's own
+# callback type takes POINTER(...) arguments, ~1 us each per host call).
+_callback_t = ctypes.CFUNCTYPE(ctypes.c_size_t, _c_void_p, _c_void_p, _c_void_p, _c_void_p,
+                               ctypes.c_size_t, _c_void_p, ctypes.c_size_t)
+_finalizer_t = ctypes.CFUNCTYPE(None, _c_void_p)
+_add_func = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                             _callback_t, _c_void_p, _finalizer_t)(
+    ("wasmtime_component_linker_instance_add_func", ffi.dll))
+
+
+@_callback_t
 def _trampoline(env, context, ty, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
     typed, func = _REGISTERED[env or 0]
-
-    def run(store: wasmtime.StoreContext) -> None:
+    store = HostCallStore(context)
+    try:
         # Arguments belong to wasmtime (it frees them): read, never free.
-        base = ctypes.cast(args, _c_void_p).value or 0
-        data = ctypes.string_at(base, nargs * VAL_SIZE) if nargs else b""
+        base = args or 0
+        data = _string_at(base, nargs * VAL_SIZE) if nargs else b""
         values = [codec.lift(data, i * VAL_SIZE, base + i * VAL_SIZE)
                   for i, codec in enumerate(typed.params)]
         value = func(store, *values)
-        if typed.result is None:
-            return
-        # Results are handed to wasmtime, which frees them: C-owned nodes only.
-        tmp = (ctypes.c_char * VAL_SIZE)()
-        typed.result.lower(value, tmp, 0, Heap(store))
-        ctypes.memmove(ctypes.cast(results, _c_void_p).value or 0, tmp, VAL_SIZE)
+        if typed.result is not None:
+            # Results are handed to wasmtime, which frees them: C-owned nodes only.
+            tmp = (ctypes.c_char * VAL_SIZE)()
+            typed.result.lower(value, tmp, 0, Heap(store))
+            ctypes.memmove(results, tmp, VAL_SIZE)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - nothing may unwind into wasmtime
+        return trap_from(exc)
+    finally:
+        store._invalidate()
 
-    return catch_exceptions(context, run)
 
-
-@ctypes.CFUNCTYPE(None, _c_void_p)
+@_finalizer_t
 def _finalize(env):  # type: ignore[no-untyped-def]
     if _REGISTERED is not None:  # None while the interpreter shuts down
         _REGISTERED.pop(env or 0, None)
@@ -149,8 +164,7 @@ def define_func(instance: wc.LinkerInstance, name: str, fty: wc.FuncType,
     _next_id[0] += 1
     _REGISTERED[key] = (TypedFunc(fty), func)
     encoded = name.encode()
-    err = ffi.wasmtime_component_linker_instance_add_func(
-        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), _trampoline,
-        key, _finalize)
+    err = _add_func(ctypes.cast(instance.ptr(), _c_void_p), encoded, len(encoded), _trampoline,
+                    key, _finalize)
     if err:
         raise error_from_ptr(err)

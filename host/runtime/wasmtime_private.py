@@ -18,9 +18,50 @@ from typing import Any
 import wasmtime
 import wasmtime.component as wc
 from wasmtime import _ffi as ffi  # the ctypes bindings of the C API
+from wasmtime.component import _enter
 from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
 
+_CONTEXT_PTR = ctypes.POINTER(ffi.wasmtime_context_t)
+
+
+class HostCallStore(wasmtime.StoreContext):
+    """The store a host import runs in, valid during that call only.
+
+    Made from the raw context address wasmtime passes, without building a ctypes
+    pointer unless a callee needs one (`_context()`); `key` is the address.
+    """
+
+    __slots__ = ("key", "_ptr")
+
+    def __init__(self, address: int) -> None:
+        self.key = address
+        self._ptr: Any = None
+
+    def _context(self) -> Any:
+        if self.key == 0:
+            raise ValueError("caller is no longer valid")
+        if self._ptr is None:
+            self._ptr = ctypes.cast(self.key, _CONTEXT_PTR)
+        return self._ptr
+
+    def _invalidate(self) -> None:
+        self.key = 0
+        self._ptr = None
+
+
+def trap_from(exc: BaseException) -> int:
+    """A `wasmtime_error_t *` (address) for an exception raised by a host import.
+
+    As wasmtime-py's own `catch_exceptions`: a WasmtimeError travels as itself;
+    any other exception is parked where `maybe_raise_last_exn` finds it.
+    """
+    if not isinstance(exc, wasmtime.WasmtimeError):
+        _enter.LAST_EXCEPTION = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+        exc = wasmtime.WasmtimeError("python exception")
+    return ctypes.cast(exc._consume(), ctypes.c_void_p).value or 0
+
 __all__ = [
+    "HostCallStore",
     "catch_exceptions",
     "context_address",
     "error_from_ptr",
@@ -28,12 +69,15 @@ __all__ = [
     "func_address",
     "maybe_raise_last_exn",
     "set_stdin_bytes",
+    "trap_from",
 ]
 
 
 def context_address(store: wasmtime.Store | wasmtime.StoreContext) -> int:
     """The address of a store's `wasmtime_context_t`: what raw C calls take, and a
     key that is the same for the store in every host call it makes."""
+    if type(store) is HostCallStore:
+        return store.key
     return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
 
 

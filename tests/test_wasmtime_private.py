@@ -24,7 +24,7 @@ FFI_TYPES = ["wasm_byte_t", "wasm_byte_vec_t", "wasm_name_t", "wasmtime_error_t"
              "wasmtime_component_val_t", "wasmtime_component_valrecord_entry_t",
              "wasmtime_component_vallist_t", "wasmtime_component_valrecord_t",
              "wasmtime_component_valflags_t"]
-FFI_FUNCTIONS = ["wasi_config_set_stdin_bytes", "wasm_byte_vec_new",
+FFI_FUNCTIONS = ["wasi_config_set_stdin_bytes", "wasi_config_set_env", "wasm_byte_vec_new",
                  "wasm_byte_vec_new_uninitialized", "wasmtime_component_val_delete",
                  "wasmtime_component_val_new", "wasmtime_component_valflags_new_uninit",
                  "wasmtime_component_vallist_new_uninit",

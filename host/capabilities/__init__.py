@@ -146,6 +146,10 @@ class ResourceTable(Generic[T]):
 
     def release_store(self, key: int) -> None:
         """Release everything a store still holds (its instance is being discarded)."""
+        if key not in self._by_store:
+            # Most tables hold nothing for most stores; entries for a store are only
+            # added during its own calls, which are over by now: no lock needed.
+            return
         with self._lock:
             reps = self._by_store.pop(key, set())
             values = [self._entries.pop(rep)[1] for rep in reps if rep in self._entries]

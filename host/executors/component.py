@@ -27,6 +27,7 @@ from host.limits import DEFAULT_POOL_SIZE, Limits
 from host.runtime import abi
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime.pool import InstancePool
+from host.runtime.wasmtime_private import WasiEnv
 from host.stdio import ComponentStdio
 from host.wasip2 import wasi_host
 from host.wasip2.resources import WasiHost
@@ -68,6 +69,7 @@ class ComponentExecutor:
             )
         self.component = loaded.component
         self.environment = dict(environment)
+        self._env = WasiEnv(list(self.environment.items()))
         self.stdio = stdio
         self.limits = limits or Limits()
         try:
@@ -95,6 +97,9 @@ class ComponentExecutor:
         provided = link_capabilities(linker, self.id, self.component, self.engine, self.grants)
         self.wasi: WasiHost | None = None
         imports = abi.imported_names(self.component, engine)
+        # A component that imports no WASI interface gets no WASI context: nothing
+        # could read it, and setting one up costs more than the rest of instantiate.
+        self._uses_wasi = any(name.startswith("wasi:") for name in imports)
         if any(name.startswith(WASI_HTTP_PREFIX) for name in imports):
             # componentize-js imports wasi:http for `fetch` whether or not the app uses
             # it: the host's own, as for wasi:http components, so outbound requests go
@@ -120,12 +125,13 @@ class ComponentExecutor:
 
     def _instantiate(self) -> _Instance:
         store = wasmtime.Store(self.engine.wasmtime)
-        wasi = wasmtime.WasiConfig()
-        wasi.env = list(self.environment.items())
-        wasi.stdout_custom = self.stdio.stdout
-        wasi.stderr_custom = self.stdio.stderr
-        self.grants.prepare(wasi)  # e.g. the component's files, read-only at "/"
-        store.set_wasi(wasi)
+        if self._uses_wasi:
+            wasi = wasmtime.WasiConfig()
+            self._env.apply(wasi)
+            wasi.stdout_custom = self.stdio.stdout
+            wasi.stderr_custom = self.stdio.stderr
+            self.grants.prepare(wasi)  # e.g. the component's files, read-only at "/"
+            store.set_wasi(wasi)
         store.set_limits(memory_size=self.limits.memory_bytes)
         store.set_epoch_deadline(self.engine.ticks(self.limits.instantiate_seconds))
         instance = self.linker.instantiate(store, self.component)

@@ -36,6 +36,7 @@ from host.runtime.abi import HttpRequest
 from host.runtime.calls import TypedFunc, export_func_type
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime.pool import InstancePool
+from host.runtime.wasmtime_private import WasiEnv
 from host.stdio import ComponentStdio
 from host.wasip2.http import Exchange, IncomingRequest, Outparam, ResponseSink
 from host.wasip2.io import Source
@@ -89,6 +90,7 @@ class WasiHttpExecutor:
         self.component = loaded.component
         self.export = export
         self.environment = dict(environment)
+        self._env = WasiEnv(list(self.environment.items()))
         self.stdio = stdio
         self.grants = grants
         self.limits = limits or Limits()
@@ -126,7 +128,7 @@ class WasiHttpExecutor:
     def _instantiate(self) -> _Instance:
         store = wasmtime.Store(self.engine.wasmtime)
         wasi = wasmtime.WasiConfig()
-        wasi.env = list(self.environment.items())
+        self._env.apply(wasi)
         self.grants.prepare(wasi)
         store.set_wasi(wasi)
         store.set_limits(memory_size=self.limits.memory_bytes)

@@ -70,6 +70,7 @@ __all__ = [
     "maybe_raise_last_exn",
     "set_stdin_bytes",
     "trap_from",
+    "WasiEnv",
 ]
 
 
@@ -99,3 +100,23 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data),
                           ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), vec)  # takes ownership of the bytes
+
+
+class WasiEnv:
+    """Environment variables converted to C strings once, set on many WasiConfigs
+    (wasmtime-py's `WasiConfig.env` converts them again on every assignment)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.count = len(pairs)
+        self._names = _char_array([name for name, _ in pairs])
+        self._values = _char_array([value for _, value in pairs])
+
+    def apply(self, wasi: wasmtime.WasiConfig) -> None:
+        if self.count and not ffi.wasi_config_set_env(wasi.ptr(), self.count, self._names,
+                                                      self._values):  # copies the strings
+            raise wasmtime.WasmtimeError("failed to configure environment")
+
+
+def _char_array(strings: list[str]) -> Any:
+    array = (ctypes.c_char_p * len(strings))(*(s.encode() for s in strings))
+    return ctypes.cast(array, ctypes.POINTER(ctypes.POINTER(ctypes.c_char)))

@@ -13,7 +13,8 @@ Each capability is one module with a `Factor` (per app) that hands out a
 - `Capability.link(...)`, once per component linker (the component executor):
   define the host functions of the interfaces the component imports, closed
   over its grants.
-- `Capability.prepare(wasi)`, per instance before it is made; and
+- `Capability.prepare(wasi)`, per instance before it is made (only for
+  components that import WASI: the others get no WASI context); and
   `Capability.release_store(key)`, per instance when it is discarded: host
   resources (buckets, connections) live in a `ResourceTable` keyed by the
   instance's store and go away with it.

@@ -38,6 +38,7 @@ from host.manifest import Manifest
 from host.oci.store import default_cache_dir as oci_default_cache_dir
 from host.runtime.engine import default_cache_dir
 from host.runtime_config import RuntimeConfig
+from host.tls import TlsFiles
 
 DEFAULT_LISTEN = "127.0.0.1:3000"
 ENV_PREFIX = "SPINHOST_"
@@ -96,6 +97,11 @@ SERVE = [
            help=f"address to listen on (env SPIN_HTTP_LISTEN_ADDR; default {DEFAULT_LISTEN})"),
     Option("find_free_port", ("--find-free-port",), "bool",
            help=f"if the port is taken, try the next {FREE_PORT_ATTEMPTS - 1} ports"),
+    Option("tls_cert", ("--tls-cert",), str, metavar="FILE", older="SPIN_TLS_CERT",
+           help="serve HTTPS with this PEM certificate (chain); needs --tls-key "
+                "(env SPIN_TLS_CERT)"),
+    Option("tls_key", ("--tls-key",), str, metavar="FILE", older="SPIN_TLS_KEY",
+           help="the PEM private key of --tls-cert (env SPIN_TLS_KEY)"),
     Option("env", ("-e", "--env"), "list", metavar="KEY=VALUE",
            help="environment variable for every component (wins over the manifest)"),
     *CACHE,
@@ -189,6 +195,7 @@ class Config:
     source: str | None = None  # -f: a manifest, its directory, or an OCI image
     listen: tuple[str, int] = ("127.0.0.1", 3000)
     find_free_port: bool = False
+    tls: TlsFiles | None = None  # --tls-cert and --tls-key: serve HTTPS
     env: Mapping[str, str] = field(default_factory=dict)  # -e, for every component
     build: bool = False
     cache_dir: Path | None = None  # the compile cache; None: disabled
@@ -222,6 +229,7 @@ class Config:
             source=r.text("source"),
             listen=r.listen(),
             find_free_port=r.switch("find_free_port"),
+            tls=r.tls(),
             env=r.pairs("env"),
             build=r.switch("build"),
             cache_dir=None if r.switch("disable_cache") else r.cache_dir(),
@@ -420,6 +428,22 @@ class _Reader:
             return parse_listen(value, where.split("=")[0] if from_env else "--listen")
         except ConfigError as exc:
             raise (VariableError(str(exc)) if from_env else exc) from None
+
+    def tls(self) -> TlsFiles | None:
+        """--tls-cert and --tls-key (or their variables): both, or neither ("" is not given)."""
+        cert, key = (found if (found := self._raw(dest)) and found[0] else None
+                     for dest in ("tls_cert", "tls_key"))
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            given, dest, missing = ((cert, "tls_cert", "tls_key") if key is None
+                                    else (key, "tls_key", "tls_cert"))
+            assert given is not None
+            option = self.options[missing]
+            raise self.fail(given[1], given[2], dest,
+                            f"{option.flag} (or {option.older}) is missing: give both or "
+                            "neither")
+        return TlsFiles(Path(cert[0]).resolve(), Path(key[0]).resolve())
 
     def items(self, dest: str, label: str) -> list[tuple[str, str, bool]]:
         """A repeatable knob's items: (item, where, from the environment)."""

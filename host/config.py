@@ -162,6 +162,9 @@ SERVE = [
                 f"(default {_H.drain_seconds:g})"),
     Option("log_format", ("--log-format",), str, choices=logs.FORMATS,
            help="plain text, or one JSON object per line (default plain)"),
+    Option("no_access_log", ("--no-access-log",), "bool",
+           help="no line per request on stdout (method, path without query, status, "
+                "component, duration, bytes sent)"),
 ]
 
 OPTIONS: dict[str, list[Option]] = {
@@ -208,6 +211,7 @@ class Config:
     insecure: bool = False
     quiet: bool = False
     log_format: str = "plain"
+    access_log: bool = True  # a line per request (host/access_log.py)
     workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
@@ -242,6 +246,7 @@ class Config:
             insecure=r.switch("insecure"),
             quiet=r.switch("quiet"),
             log_format=r.text("log_format") or "plain",
+            access_log=not r.switch("no_access_log"),
             workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
             pool_size=pool_size,
             limits=Limits(

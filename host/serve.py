@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from host import logs, tls
+from host.access_log import AccessLog
 from host.app import App, AppSettings, load_app
 from host.build import build_app
 from host.config import FREE_PORT_ATTEMPTS, Config
@@ -161,7 +162,7 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
                            image_digest=startup.image_digest)
         # Main loop, until the first signal; returns once in-flight requests are
         # done or the drain timeout has passed.
-        run_uvicorn(host_app, sock, lifecycle, config.tls)
+        run_uvicorn(host_app, sock, lifecycle, config.tls, access_log=config.access_log)
         lifecycle.stopped(app, config.quiet)
     finally:
         app.close()
@@ -229,14 +230,14 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
 
 
 def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle,
-                tls_files: tls.TlsFiles | None = None) -> None:
+                tls_files: tls.TlsFiles | None = None, access_log: bool = False) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        host_app,
+        AccessLog(host_app) if access_log else host_app,
         log_level="warning",
         log_config=None,  # uvicorn's records go through our handler (plain or JSON)
-        access_log=False,
+        access_log=False,  # ours: host/access_log.py
         server_header=False,
         date_header=True,
         lifespan="on",

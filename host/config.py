@@ -23,6 +23,8 @@ from typing import Any
 
 from host import logs
 from host.app import AppSettings
+from host.capabilities.sqlite import SqliteStatement
+from host.capabilities.variables import read_variable_source
 from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
@@ -114,6 +116,19 @@ SERVE = [
            help="run the build commands first (env SPIN_ALWAYS_BUILD)"),
     Option("quiet", ("-q", "--quiet"), "bool",
            help="do not echo component output or start-up details"),
+    Option("follow", ("--follow",), "list", metavar="ID",
+           help="echo only this component's output (repeatable; default: every "
+                "component's; not with --quiet)"),
+    Option("variable", ("--variable",), "list",
+           metavar="KEY=VALUE|KEY=@FILE|@FILE.json|@FILE.toml",
+           help="an app variable's value, before every other provider; KEY=@FILE reads "
+                "it from a file, @FILE.json / @FILE.toml several (repeatable; the last wins)"),
+    Option("key_value", ("--key-value",), "list", metavar="KEY=VALUE",
+           help='set KEY in the "default" key-value store at start-up, overwriting it '
+                "(repeatable)"),
+    Option("sqlite", ("--sqlite",), "list", metavar="STATEMENT|@FILE[:LABEL]",
+           help='run a statement on the "default" SQLite database at start-up, or a '
+                "file's statements on database LABEL (repeatable, in order)"),
     Option("insecure", ("--insecure",), "bool",
            help="-f names an image in a registry reachable over plain HTTP "
                 "(localhost registries always are)"),
@@ -210,6 +225,10 @@ class Config:
     runtime_config_file: Path | None = None
     insecure: bool = False
     quiet: bool = False
+    follow: frozenset[str] | None = None  # --follow: whose output is echoed (None: all)
+    variables: Mapping[str, str] = field(default_factory=dict)  # --variable, files read
+    key_values: tuple[tuple[str, str], ...] = ()  # --key-value
+    sqlite_statements: tuple[SqliteStatement, ...] = ()  # --sqlite, files read
     log_format: str = "plain"
     access_log: bool = True  # a line per request (host/access_log.py)
     workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
@@ -245,6 +264,10 @@ class Config:
             runtime_config_file=r.path("runtime_config_file"),
             insecure=r.switch("insecure"),
             quiet=r.switch("quiet"),
+            follow=r.follow(),
+            variables=r.variables(),
+            key_values=tuple(r.pairs("key_value", "--key-value").items()),
+            sqlite_statements=r.sqlite(),
             log_format=r.text("log_format") or "plain",
             access_log=not r.switch("no_access_log"),
             workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
@@ -300,6 +323,16 @@ class Config:
         return {cid: replace(self.limits, deadline_seconds=seconds)
                 for cid, seconds in self.deadlines.items()}
 
+    def followed(self, manifest: Manifest) -> frozenset[str] | None:
+        """--follow, checked against the app."""
+        if self.follow is not None:
+            unknown = sorted(self.follow - set(manifest.components))
+            if unknown:
+                raise ConfigError(
+                    f"--follow {unknown[0]!r}: no component \"{unknown[0]}\" in "
+                    f"{manifest.path} (components: {', '.join(sorted(manifest.components))})")
+        return self.follow
+
     def app_settings(self, manifest: Manifest, runtime_config: RuntimeConfig,
                      state_dir: Path | None = None, log_dir: Path | None = None,
                      self_origin: str | None = None) -> AppSettings:
@@ -309,6 +342,8 @@ class Config:
             env=dict(self.env), pool_size=self.pool_size, limits=self.limits,
             component_limits=self.component_limits(manifest),
             echo_output=None if self.quiet or check else sys.stdout,
+            follow=self.followed(manifest), variables=self.variables,
+            key_values=self.key_values, sqlite_statements=self.sqlite_statements,
             runtime_config=runtime_config, state_dir=state_dir, log_dir=log_dir,
             self_origin=self_origin, key_value_limits=self.key_value,
             max_response_bytes=self.http.max_response_bytes, check_only=check,
@@ -459,14 +494,40 @@ class _Reader:
         name = where.split("=")[0] if from_env else label
         return [(item, f"{name} {item!r}", from_env) for item in values]
 
-    def pairs(self, dest: str) -> dict[str, str]:
+    def pairs(self, dest: str, label: str = "-e/--env") -> dict[str, str]:
         pairs: dict[str, str] = {}
-        for item, where, from_env in self.items(dest, "-e/--env"):
+        for item, where, from_env in self.items(dest, label):
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise self.fail(where, from_env, dest, "expected KEY=VALUE")
             pairs[key] = value
         return pairs
+
+    def follow(self) -> frozenset[str] | None:
+        ids = [item for item, _, _ in self.items("follow", "--follow")]
+        if not ids:
+            return None
+        if self.switch("quiet"):  # as in Spin: one silences what the other selects
+            raise ConfigError("--follow and -q/--quiet cannot be used together")
+        return frozenset(ids)
+
+    def variables(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for item, where, from_env in self.items("variable", "--variable"):
+            try:
+                values.update(read_variable_source(item))
+            except ValueError as exc:
+                raise self.fail(where, from_env, "variable", str(exc)) from None
+        return values
+
+    def sqlite(self) -> tuple[SqliteStatement, ...]:
+        statements = []
+        for item, where, from_env in self.items("sqlite", "--sqlite"):
+            try:
+                statements.append(SqliteStatement.parse(item))
+            except ValueError as exc:
+                raise self.fail(where, from_env, "sqlite", str(exc)) from None
+        return tuple(statements)
 
     def timeouts(self) -> tuple[float, dict[str, float]]:
         """`--request-timeout 30` and `--request-timeout ID=SECONDS` (repeatable)."""

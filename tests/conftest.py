@@ -53,8 +53,10 @@ class HostProcess:
 
     def __init__(self, args: list[str], cwd: Path | None = None,
                  env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
-                 verify: ssl.SSLContext | bool = True) -> None:
+                 verify: ssl.SSLContext | bool = True,
+                 command: tuple[str, ...] = ("up",)) -> None:
         self.args = args
+        self.command = command  # e.g. ("build", "-f", APP, "-u"): the args are host up's
         self.verify = verify  # https: e.g. a context trusting the test's own certificate
         self.listen = listen
         self.cwd = cwd
@@ -75,7 +77,7 @@ class HostProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "host", "up", "--listen", self.listen, *self.args],
+            [sys.executable, "-m", "host", *self.command, "--listen", self.listen, *self.args],
             cwd=self.cwd or ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )

@@ -16,6 +16,7 @@ from typing import TextIO
 
 import wasmtime.component as wc
 
+from host.capabilities.sqlite import SqliteStatement
 from host.errors import ComponentError
 from host.executors.component import ComponentExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
@@ -59,6 +60,14 @@ class AppSettings:
     limits: Limits = Limits()
     component_limits: Mapping[str, Limits] = field(default_factory=dict)  # by component id
     echo_output: TextIO | None = None  # where component output is echoed, prefixed
+    follow: frozenset[str] | None = None  # --follow: only these components echo (None: all)
+    variables: Mapping[str, str] = field(default_factory=dict)  # --variable, first provider
+    key_values: tuple[tuple[str, str], ...] = ()  # --key-value, set in the default store
+    sqlite_statements: tuple[SqliteStatement, ...] = ()  # --sqlite, run at start-up
+    # Whether this process puts --key-value/--sqlite data into stores other processes
+    # share (files, Redis): only the first worker does; private in-memory stores are
+    # every process's own.
+    seed_shared: bool = True
     runtime_config: RuntimeConfig = RuntimeConfig()
     state_dir: Path | None = None  # default stores live here; None: in memory
     outbound_limits: OutboundLimits = OutboundLimits()
@@ -217,7 +226,9 @@ class _Loader:
         )
         how = "loaded from compile cache" if loaded.cached else "compiled"
         self.report(f"{component.id}: {how} in {loaded.seconds * 1000:.0f} ms ({path.name})")
-        stdio = ComponentStdio(component.id, self.settings.log_dir, self.settings.echo_output)
+        follow = self.settings.follow
+        echo = self.settings.echo_output if follow is None or component.id in follow else None
+        stdio = ComponentStdio(component.id, self.settings.log_dir, echo)
         self.loaded[component.id] = (loaded, stdio)
         return loaded, stdio
 

@@ -34,7 +34,11 @@ EXIT_INTERRUPTED = 130  # Ctrl-C during start-up (a second signal while draining
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest:  # only `host build -u` takes more: `host up`'s flags, as `spin build -u` does
+        if getattr(args, "run", None) is not cmd_build or not args.up:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.up_args = rest
     logs.configure("plain", quiet=False)
     if not hasattr(args, "run"):
         parser.print_help()
@@ -81,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="spin.toml, or a directory containing one (default ./spin.toml)")
     build.add_argument("-c", "--component-id", action="append", default=[], metavar="ID",
                        help="build only this component (repeatable)")
-    build.add_argument("-u", "--up", action="store_true", help="serve the app after building")
+    build.add_argument("-u", "--up", action="store_true",
+                       help="serve the app after building; the arguments after the build's "
+                            "own are host up's (e.g. host build -u --listen 0.0.0.0:3000)")
     build.set_defaults(run=cmd_build)
 
     _add_template_parsers(sub)
@@ -133,12 +139,22 @@ def cmd_run_bundle(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.source)
+    config = _up_config(args, manifest.path) if args.up else None  # bad flags: before building
     build_app(manifest, args.component_id)
-    if not args.up:
+    if config is None:
         return EXIT_OK
-    config = Config.load("up", {"source": str(manifest.path)}, os.environ)
     logs.configure(config.log_format, config.quiet)
     return serve(config)
+
+
+def _up_config(args: argparse.Namespace, manifest_path: Path) -> Config:
+    """`host build -u`'s trailing `host up` flags."""
+    up = argparse.ArgumentParser(prog="host build -u", description="host up's flags")
+    add_options(up, "up")
+    flags = vars(up.parse_args(getattr(args, "up_args", [])))
+    if flags.get("source") is not None:
+        up.error("give the app with host build's own -f/--from")
+    return Config.load("up", {**flags, "source": str(manifest_path)}, os.environ)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

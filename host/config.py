@@ -23,6 +23,8 @@ from typing import Any
 
 from host import logs
 from host.app import AppSettings
+from host.capabilities.sqlite import SqliteStatement
+from host.capabilities.variables import read_variable_source
 from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
@@ -38,6 +40,7 @@ from host.manifest import Manifest
 from host.oci.store import default_cache_dir as oci_default_cache_dir
 from host.runtime.engine import default_cache_dir
 from host.runtime_config import RuntimeConfig
+from host.tls import TlsFiles
 
 DEFAULT_LISTEN = "127.0.0.1:3000"
 ENV_PREFIX = "SPINHOST_"
@@ -96,6 +99,11 @@ SERVE = [
            help=f"address to listen on (env SPIN_HTTP_LISTEN_ADDR; default {DEFAULT_LISTEN})"),
     Option("find_free_port", ("--find-free-port",), "bool",
            help=f"if the port is taken, try the next {FREE_PORT_ATTEMPTS - 1} ports"),
+    Option("tls_cert", ("--tls-cert",), str, metavar="FILE", older="SPIN_TLS_CERT",
+           help="serve HTTPS with this PEM certificate (chain); needs --tls-key "
+                "(env SPIN_TLS_CERT)"),
+    Option("tls_key", ("--tls-key",), str, metavar="FILE", older="SPIN_TLS_KEY",
+           help="the PEM private key of --tls-cert (env SPIN_TLS_KEY)"),
     Option("env", ("-e", "--env"), "list", metavar="KEY=VALUE",
            help="environment variable for every component (wins over the manifest)"),
     *CACHE,
@@ -108,6 +116,19 @@ SERVE = [
            help="run the build commands first (env SPIN_ALWAYS_BUILD)"),
     Option("quiet", ("-q", "--quiet"), "bool",
            help="do not echo component output or start-up details"),
+    Option("follow", ("--follow",), "list", metavar="ID",
+           help="echo only this component's output (repeatable; default: every "
+                "component's; not with --quiet)"),
+    Option("variable", ("--variable",), "list",
+           metavar="KEY=VALUE|KEY=@FILE|@FILE.json|@FILE.toml",
+           help="an app variable's value, before every other provider; KEY=@FILE reads "
+                "it from a file, @FILE.json / @FILE.toml several (repeatable; the last wins)"),
+    Option("key_value", ("--key-value",), "list", metavar="KEY=VALUE",
+           help='set KEY in the "default" key-value store at start-up, overwriting it '
+                "(repeatable)"),
+    Option("sqlite", ("--sqlite",), "list", metavar="STATEMENT|@FILE[:LABEL]",
+           help='run a statement on the "default" SQLite database at start-up, or a '
+                "file's statements on database LABEL (repeatable, in order)"),
     Option("insecure", ("--insecure",), "bool",
            help="-f names an image in a registry reachable over plain HTTP "
                 "(localhost registries always are)"),
@@ -156,6 +177,9 @@ SERVE = [
                 f"(default {_H.drain_seconds:g})"),
     Option("log_format", ("--log-format",), str, choices=logs.FORMATS,
            help="plain text, or one JSON object per line (default plain)"),
+    Option("no_access_log", ("--no-access-log",), "bool",
+           help="no line per request on stdout (method, path without query, status, "
+                "component, duration, bytes sent)"),
 ]
 
 OPTIONS: dict[str, list[Option]] = {
@@ -189,6 +213,7 @@ class Config:
     source: str | None = None  # -f: a manifest, its directory, or an OCI image
     listen: tuple[str, int] = ("127.0.0.1", 3000)
     find_free_port: bool = False
+    tls: TlsFiles | None = None  # --tls-cert and --tls-key: serve HTTPS
     env: Mapping[str, str] = field(default_factory=dict)  # -e, for every component
     build: bool = False
     cache_dir: Path | None = None  # the compile cache; None: disabled
@@ -200,7 +225,12 @@ class Config:
     runtime_config_file: Path | None = None
     insecure: bool = False
     quiet: bool = False
+    follow: frozenset[str] | None = None  # --follow: whose output is echoed (None: all)
+    variables: Mapping[str, str] = field(default_factory=dict)  # --variable, files read
+    key_values: tuple[tuple[str, str], ...] = ()  # --key-value
+    sqlite_statements: tuple[SqliteStatement, ...] = ()  # --sqlite, files read
     log_format: str = "plain"
+    access_log: bool = True  # a line per request (host/access_log.py)
     workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
@@ -222,6 +252,7 @@ class Config:
             source=r.text("source"),
             listen=r.listen(),
             find_free_port=r.switch("find_free_port"),
+            tls=r.tls(),
             env=r.pairs("env"),
             build=r.switch("build"),
             cache_dir=None if r.switch("disable_cache") else r.cache_dir(),
@@ -233,7 +264,12 @@ class Config:
             runtime_config_file=r.path("runtime_config_file"),
             insecure=r.switch("insecure"),
             quiet=r.switch("quiet"),
+            follow=r.follow(),
+            variables=r.variables(),
+            key_values=tuple(r.pairs("key_value", "--key-value").items()),
+            sqlite_statements=r.sqlite(),
             log_format=r.text("log_format") or "plain",
+            access_log=not r.switch("no_access_log"),
             workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
             pool_size=pool_size,
             limits=Limits(
@@ -287,6 +323,16 @@ class Config:
         return {cid: replace(self.limits, deadline_seconds=seconds)
                 for cid, seconds in self.deadlines.items()}
 
+    def followed(self, manifest: Manifest) -> frozenset[str] | None:
+        """--follow, checked against the app."""
+        if self.follow is not None:
+            unknown = sorted(self.follow - set(manifest.components))
+            if unknown:
+                raise ConfigError(
+                    f"--follow {unknown[0]!r}: no component \"{unknown[0]}\" in "
+                    f"{manifest.path} (components: {', '.join(sorted(manifest.components))})")
+        return self.follow
+
     def app_settings(self, manifest: Manifest, runtime_config: RuntimeConfig,
                      state_dir: Path | None = None, log_dir: Path | None = None,
                      self_origin: str | None = None) -> AppSettings:
@@ -296,6 +342,8 @@ class Config:
             env=dict(self.env), pool_size=self.pool_size, limits=self.limits,
             component_limits=self.component_limits(manifest),
             echo_output=None if self.quiet or check else sys.stdout,
+            follow=self.followed(manifest), variables=self.variables,
+            key_values=self.key_values, sqlite_statements=self.sqlite_statements,
             runtime_config=runtime_config, state_dir=state_dir, log_dir=log_dir,
             self_origin=self_origin, key_value_limits=self.key_value,
             max_response_bytes=self.http.max_response_bytes, check_only=check,
@@ -421,6 +469,22 @@ class _Reader:
         except ConfigError as exc:
             raise (VariableError(str(exc)) if from_env else exc) from None
 
+    def tls(self) -> TlsFiles | None:
+        """--tls-cert and --tls-key (or their variables): both, or neither ("" is not given)."""
+        cert, key = (found if (found := self._raw(dest)) and found[0] else None
+                     for dest in ("tls_cert", "tls_key"))
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            given, dest, missing = ((cert, "tls_cert", "tls_key") if key is None
+                                    else (key, "tls_key", "tls_cert"))
+            assert given is not None
+            option = self.options[missing]
+            raise self.fail(given[1], given[2], dest,
+                            f"{option.flag} (or {option.older}) is missing: give both or "
+                            "neither")
+        return TlsFiles(Path(cert[0]).resolve(), Path(key[0]).resolve())
+
     def items(self, dest: str, label: str) -> list[tuple[str, str, bool]]:
         """A repeatable knob's items: (item, where, from the environment)."""
         found = self._raw(dest)
@@ -430,14 +494,40 @@ class _Reader:
         name = where.split("=")[0] if from_env else label
         return [(item, f"{name} {item!r}", from_env) for item in values]
 
-    def pairs(self, dest: str) -> dict[str, str]:
+    def pairs(self, dest: str, label: str = "-e/--env") -> dict[str, str]:
         pairs: dict[str, str] = {}
-        for item, where, from_env in self.items(dest, "-e/--env"):
+        for item, where, from_env in self.items(dest, label):
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise self.fail(where, from_env, dest, "expected KEY=VALUE")
             pairs[key] = value
         return pairs
+
+    def follow(self) -> frozenset[str] | None:
+        ids = [item for item, _, _ in self.items("follow", "--follow")]
+        if not ids:
+            return None
+        if self.switch("quiet"):  # as in Spin: one silences what the other selects
+            raise ConfigError("--follow and -q/--quiet cannot be used together")
+        return frozenset(ids)
+
+    def variables(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for item, where, from_env in self.items("variable", "--variable"):
+            try:
+                values.update(read_variable_source(item))
+            except ValueError as exc:
+                raise self.fail(where, from_env, "variable", str(exc)) from None
+        return values
+
+    def sqlite(self) -> tuple[SqliteStatement, ...]:
+        statements = []
+        for item, where, from_env in self.items("sqlite", "--sqlite"):
+            try:
+                statements.append(SqliteStatement.parse(item))
+            except ValueError as exc:
+                raise self.fail(where, from_env, "sqlite", str(exc)) from None
+        return tuple(statements)
 
     def timeouts(self) -> tuple[float, dict[str, float]]:
         """`--request-timeout 30` and `--request-timeout ID=SECONDS` (repeatable)."""

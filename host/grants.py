@@ -72,6 +72,9 @@ class Grants:
         try:
             for factor in FACTORS if factors is None else factors:
                 self.app.factors[factor] = factor(self.app)
+            if not self.app.check_only:
+                for configured in self.app.factors.values():
+                    configured.start()
         except BaseException:
             self.close()
             raise

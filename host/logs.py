@@ -2,8 +2,8 @@
 
 Containers collect stdout/stderr; a log pipeline wants one JSON object per
 line. Everything the host says goes through here: logging records, the
-start-up lines (`info`), the route table, and component output echoed with
-its component id.
+start-up lines (`info`), the route table, component output echoed with its
+component id, and the access log (`access`).
 
 Every line leaves in one write(2) of the whole line (`write_lines`): worker
 processes (`--workers`) share the host's stdout and stderr, and a line written
@@ -139,3 +139,18 @@ def component_line(echo: TextIO, component_id: str, stream: str, text: str) -> N
                                   stream=stream))
     else:
         write_lines(echo, f"[{component_id}] {text}")
+
+
+def access(method: str, path: str, status: int | None, component: str | None,
+           seconds: float, sent: int) -> None:
+    """One request, on stdout: `GET /hello 200 hello 0.42ms 18B` (`-` for no status or
+    no component). `path` has no query; the caller escapes what is not printable."""
+    ms = round(seconds * 1000, 3)
+    if _format == "json":
+        write_lines(sys.stdout, _record(
+            "INFO", "access", f"{method} {path} {status if status is not None else '-'}",
+            method=method, path=path, status=status, component=component, duration_ms=ms,
+            bytes=sent))
+        return
+    write_lines(sys.stdout, f"{method} {path} {status if status is not None else '-'} "
+                            f"{component or '-'} {ms:.2f}ms {sent}B")

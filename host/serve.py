@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host import logs
+from host import logs, tls
+from host.access_log import AccessLog
 from host.app import App, AppSettings, load_app
 from host.build import build_app
 from host.config import FREE_PORT_ATTEMPTS, Config
@@ -57,13 +58,17 @@ class Startup:
     address: tuple[str, int]  # where the listening socket is bound
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.config.tls is not None else "http"
+
+    @property
     def base_url(self) -> str:
-        return f"http://{url_host(self.address[0])}:{self.address[1]}"
+        return f"{self.scheme}://{url_host(self.address[0])}:{self.address[1]}"
 
     def settings(self, manifest: Manifest, runtime_config: RuntimeConfig) -> AppSettings:
         return self.config.app_settings(
             manifest, runtime_config=runtime_config, state_dir=self.state_dir,
-            log_dir=self.log_dir, self_origin=self_origin(*self.address))
+            log_dir=self.log_dir, self_origin=self_origin(*self.address, self.scheme))
 
 
 class Lifecycle:
@@ -117,6 +122,8 @@ def start_up(config: Config) -> tuple[Startup, Manifest, AppSettings, socket.soc
         build_app(manifest)
         manifest = load_manifest(manifest.path)
     print_warnings(manifest)
+    if config.tls is not None:
+        tls.check(config.tls)
     sock = bind_socket(*config.listen, config.find_free_port)
     try:
         # An image's own /runtime-config.toml applies unless one is given, as in the shim.
@@ -151,10 +158,11 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
     try:
         if not lifecycle.loaded(app, startup, engine.compiled):
             return EXIT_OK
-        host_app = HostApp(app, limits=config.http, image_digest=startup.image_digest)
+        host_app = HostApp(app, scheme=startup.scheme, limits=config.http,
+                           image_digest=startup.image_digest)
         # Main loop, until the first signal; returns once in-flight requests are
         # done or the drain timeout has passed.
-        run_uvicorn(host_app, sock, lifecycle)
+        run_uvicorn(host_app, sock, lifecycle, config.tls, access_log=config.access_log)
         lifecycle.stopped(app, config.quiet)
     finally:
         app.close()
@@ -221,18 +229,22 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
     )
 
 
-def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle) -> None:
+def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle,
+                tls_files: tls.TlsFiles | None = None, access_log: bool = False) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        host_app,
+        AccessLog(host_app) if access_log else host_app,
         log_level="warning",
         log_config=None,  # uvicorn's records go through our handler (plain or JSON)
-        access_log=False,
+        access_log=False,  # ours: host/access_log.py
         server_header=False,
         date_header=True,
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(host_app.limits.drain_seconds),
+        # Checked at start-up (tls.check); each worker loads the files itself.
+        ssl_certfile=tls_files.cert if tls_files else None,
+        ssl_keyfile=tls_files.key if tls_files else None,
     )
     # Server.run picks uvloop (config.loop="auto"); plain asyncio.run would not,
     # and the default loop leaves Nagle on for our socket (40 ms stalls).
@@ -268,13 +280,13 @@ def _server_class() -> type:
     return Server
 
 
-def self_origin(host: str, port: int) -> str:
+def self_origin(host: str, port: int, scheme: str = "http") -> str:
     """Where the app reaches itself: the listener, via loopback if bound to all addresses."""
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://{url_host(host)}:{port}"
+    return f"{scheme}://{url_host(host)}:{port}"
 
 
 def url_host(host: str) -> str:

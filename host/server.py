@@ -42,6 +42,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+COMPONENT_KEY = "spinhost.component"  # scope: the matched component's id (host/access_log.py)
+
 
 class _BodyBudget:
     """Process-wide admission of request body bytes, granted in arrival order.
@@ -188,6 +190,7 @@ class HostApp:
                 )
             await _respond(send, 404)
             return
+        scope[COMPONENT_KEY] = match.route.component
         static = self.app.static_responses.get(match.route.target)
         if static is not None:
             headers = [(k.encode(), v.encode()) for k, v in static.headers.items()]

@@ -470,6 +470,8 @@ def worker_main(argv: Sequence[str]) -> int:
         manifest = load_manifest(startup.manifest_path)
         settings = startup.settings(manifest,
                                     load_runtime_config_file(startup.runtime_config_file))
+        # --key-value/--sqlite data for shared stores: put there once, by the first worker.
+        settings = replace(settings, seed_shared=lifecycle.report)
         return serve_app(startup, manifest, settings, sock, lifecycle,
                          report=logs.info if lifecycle.report and not config.quiet
                          else (lambda line: None))

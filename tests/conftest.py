@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -51,8 +52,12 @@ class HostProcess:
     """
 
     def __init__(self, args: list[str], cwd: Path | None = None,
-                 env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
+                 env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
+                 verify: ssl.SSLContext | bool = True,
+                 command: tuple[str, ...] = ("up",)) -> None:
         self.args = args
+        self.command = command  # e.g. ("build", "-f", APP, "-u"): the args are host up's
+        self.verify = verify  # https: e.g. a context trusting the test's own certificate
         self.listen = listen
         self.cwd = cwd
         self.env = env
@@ -72,7 +77,7 @@ class HostProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "host", "up", "--listen", self.listen, *self.args],
+            [sys.executable, "-m", "host", *self.command, "--listen", self.listen, *self.args],
             cwd=self.cwd or ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -87,7 +92,8 @@ class HostProcess:
                 raise RuntimeError("host did not start:\n" + self.output)
         while True:  # ready when the health endpoint answers
             try:
-                if httpx.get(self.base_url + "/.well-known/spin/health").status_code == 200:
+                health = httpx.get(self.base_url + "/.well-known/spin/health", verify=self.verify)
+                if health.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -100,7 +106,7 @@ class HostProcess:
         assert self._proc is not None and self._proc.stdout is not None
         try:
             for line in self._proc.stdout:
-                found = re.search(r'Serving (http://[^\s"]+)', line)
+                found = re.search(r'Serving (https?://[^\s"]+)', line)
                 if found:
                     self.base_url = found.group(1)
                 if line.startswith("Available Routes:") or '"routes": [' in line:  # plain, JSON
@@ -168,7 +174,7 @@ class HostProcess:
         return sorted(found)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30.0)
+        return httpx.Client(base_url=self.base_url, timeout=30.0, verify=self.verify)
 
     def stop(self) -> int | None:
         if self._proc is None:

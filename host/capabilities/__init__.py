@@ -7,6 +7,9 @@ Each capability is one module with a `Factor` (per app) that hands out a
   order): read the app's part of the runtime config (`runtime_config_keys`)
   and settings, open shared backends and clients; fail loudly. With
   `app.check_only` (`host check`): validate the same, open and create nothing.
+- `Factor.start()`, once per app after every factor is configured, before
+  any component loads (not for `host check`): put start-up data in the app's
+  stores (`host up --key-value`, `--sqlite`).
 - `Factor.for_component(component)`, once per component (the loader): resolve
   the component's grants (`manifest_keys`) into a `Capability`, or None when
   the capability has nothing to give it; fail naming the component and label.
@@ -253,6 +256,9 @@ class Factor:
 
     def __init__(self, app: AppContext) -> None:
         self.app = app
+
+    def start(self) -> None:
+        """Start-up data (`--key-value`, `--sqlite`); fail loudly."""
 
     def for_component(self, component: Component) -> Capability | None:
         return None

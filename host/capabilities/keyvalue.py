@@ -41,6 +41,7 @@ SPIN_KEY_VALUE = "fermyon:spin/key-value@2.0.0"
 
 ACCESS_DENIED = wc.Variant("access-denied")
 DEFAULT_FILE = "sqlite_key_value.db"  # in the state dir
+DEFAULT_LABEL = "default"  # the store `--key-value` sets
 
 
 def _other(message: str) -> Err:
@@ -263,11 +264,32 @@ class KeyValueFactor(Factor):
         self._embedded: KeyValueBackend | None = None
         self._stand_in: KeyValueBackend | None = None
 
+    def start(self) -> None:
+        """`host up --key-value KEY=VALUE`: set in the default store, as `spin up` does."""
+        pairs = self.app.settings.key_values
+        if not pairs:
+            return
+        private = (DEFAULT_LABEL not in self.app.runtime_config.key_value_stores
+                   and self.app.settings.state_dir is None)
+        if not private and not self.app.settings.seed_shared:
+            return  # another process (the first worker) sets them
+        backend = self._backend("--key-value", DEFAULT_LABEL)
+        for key, value in pairs:
+            try:
+                backend.set(DEFAULT_LABEL, key, value.encode())
+            except BackendError as exc:
+                raise ConfigError(f"--key-value {key}=...: cannot set it in the "
+                                  f'"{DEFAULT_LABEL}" store ({backend.description}): '
+                                  f"{exc}") from None
+        self.app.report(f'Set {len(pairs)} key-value pair(s) in the "{DEFAULT_LABEL}" store '
+                        "(--key-value)")
+
     def for_component(self, component: Component) -> KeyValue:
-        stores = {label: self._backend(component, label) for label in component.key_value_stores}
+        stores = {label: self._backend(f'component "{component.id}"', label)
+                  for label in component.key_value_stores}
         return KeyValue(component.id, stores, self.limits)
 
-    def _backend(self, component: Component, label: str) -> KeyValueBackend:
+    def _backend(self, user: str, label: str) -> KeyValueBackend:
         if label in self.backends:
             return self.backends[label]
         config = self.app.runtime_config.key_value_stores.get(label)
@@ -285,8 +307,7 @@ class KeyValueFactor(Factor):
             where = ""
             if config is not None and self.app.runtime_config.path is not None:
                 where = f", [key_value_store.{label}] in {self.app.runtime_config.path}"
-            raise ConfigError(f'key-value store "{label}" (component "{component.id}"'
-                              f"{where}): {exc}") from None
+            raise ConfigError(f'key-value store "{label}" ({user}{where}): {exc}') from None
         self.backends[label] = backend
         return backend
 

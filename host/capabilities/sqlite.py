@@ -35,6 +35,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -517,6 +518,39 @@ class Sqlite(Capability):
         return conn.execute(statement, [_to_sql(p) for p in parameters])
 
 
+@dataclass(frozen=True)
+class SqliteStatement:
+    """One `host up --sqlite`: a statement for the default database, or `@FILE[:LABEL]`:
+    the file's statements (read at start-up) for the database LABEL (default
+    "default"), as `spin up` reads them."""
+
+    source: str  # as given, for messages
+    sql: str
+    label: str = DEFAULT_LABEL
+    script: bool = False  # a file: any number of statements
+
+    @classmethod
+    def parse(cls, source: str) -> SqliteStatement:
+        """ValueError says what is wrong."""
+        if not source.startswith("@"):
+            if not source.strip():
+                raise ValueError("expected an SQL statement or @FILE[:LABEL]")
+            return cls(source, source)
+        file, sep, label = source[1:].strip().partition(":")
+        file, label = file.strip(), label.strip()
+        if not file:
+            raise ValueError("file path is empty (expected @FILE or @FILE:LABEL)")
+        if sep and not label:
+            raise ValueError("database label is empty (expected @FILE:LABEL)")
+        try:
+            sql = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{file} is not UTF-8 text") from None
+        return cls(source, sql, label or DEFAULT_LABEL, script=True)
+
+
 class SqliteFactor(Factor):
     """Checks each label's database the first time a component is granted it."""
 
@@ -528,11 +562,35 @@ class SqliteFactor(Factor):
         self.limits = app.settings.sqlite_limits
         self.databases: dict[str, SqliteDatabase] = {}  # by label
 
+    def start(self) -> None:
+        """`host up --sqlite`: run each statement (or file) with the host's rights, in order."""
+        for statement in self.app.settings.sqlite_statements:
+            where = f"--sqlite {statement.source!r}"
+            database = self._database(where, statement.label)
+            if database.path is not None and not self.app.settings.seed_shared:
+                continue  # another process (the first worker) runs it on the shared file
+            try:
+                conn = database.connect()
+                try:
+                    if statement.script:
+                        conn.executescript(statement.sql)
+                    else:
+                        conn.execute(statement.sql).fetchall()
+                finally:
+                    conn.close()
+            except (sqlite3.Error, OSError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ConfigError(f'{where}: {reason} (SQLite database "{statement.label}", '
+                                  f"{database.description})") from None
+        if self.app.settings.sqlite_statements:
+            self.app.report(f"Ran {len(self.app.settings.sqlite_statements)} SQLite "
+                            "statement(s) (--sqlite)")
+
     def for_component(self, component: Component) -> Sqlite:
-        return Sqlite(component.id, {label: self._database(component, label)
+        return Sqlite(component.id, {label: self._database(f'component "{component.id}"', label)
                                      for label in component.sqlite_databases}, self.limits)
 
-    def _database(self, component: Component, label: str) -> SqliteDatabase:
+    def _database(self, user: str, label: str) -> SqliteDatabase:
         if label in self.databases:
             return self.databases[label]
         runtime_config = self.app.runtime_config
@@ -549,7 +607,7 @@ class SqliteFactor(Factor):
             in_file = f" in {runtime_config.path}" if runtime_config.path else ""
             raise ComponentError(
                 f'{self.app.manifest.path}: unknown sqlite_databases label "{label}" for '
-                f'component "{component.id}": only "{DEFAULT_LABEL}" is built in; define '
+                f'{user}: only "{DEFAULT_LABEL}" is built in; define '
                 f"[sqlite_database.{label}] in the runtime config{in_file} "
                 "(--runtime-config-file)")
         database = SqliteDatabase(label, path, self.limits)
@@ -560,7 +618,7 @@ class SqliteFactor(Factor):
                 database.check()
         except (sqlite3.Error, OSError, BackendError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ConfigError(f'SQLite database "{label}" (component "{component.id}"{where}): '
+            raise ConfigError(f'SQLite database "{label}" ({user}{where}): '
                               f"cannot open {database.description}: {reason}") from None
         checked = " (checked, not opened)" if self.app.check_only and path is not None else ""
         self.app.report(f'SQLite database "{label}": {database.description}{checked}')

@@ -1,8 +1,8 @@
 """Variables: app `[variables]` resolved by providers, served as `wasi:config/store`
 and Spin's `fermyon:spin/variables@2.0.0`.
 
-Resolution, per app variable, in Spin's order: the runtime config's
-`[[variables_provider]]` entries in file order (`static`, `env`), then the
+Resolution, per app variable, in Spin's order: `host up --variable` values,
+the runtime config's `[[variables_provider]]` entries in file order (`static`, `env`), then the
 default environment provider (`SPIN_VARIABLE_<NAME>` in the host's environment,
 then in `./.env`), then the manifest's `default`. A required variable that no
 provider knows stops start-up with its name.
@@ -13,7 +13,10 @@ app variables rendered once at start-up. Secret values never reach a log line.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ from host.templates import render
 CONFIG_STORE = "wasi:config/store@0.2.0-draft-2024-09-27"
 SPIN_VARIABLES = "fermyon:spin/variables@2.0.0"
 ENV_PREFIX = "SPIN_VARIABLE"
+
+log = logging.getLogger("host.variables")
 
 class Provider:
     """Knows values for some variables; `get` answers None for the others."""
@@ -89,6 +94,37 @@ def parse_dotenv(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+def read_variable_source(source: str) -> dict[str, str]:
+    """One `--variable`, as `spin up` reads it: `KEY=VALUE`, `KEY=@FILE` (the file's
+    text is the value), `@FILE.json` or `@FILE.toml` (a table of string values).
+    Files are relative to the current directory. ValueError says what is wrong."""
+    if source.startswith("@"):
+        path = Path(source[1:])
+        if path.suffix not in (".json", ".toml"):
+            raise ValueError("variable files must end in .json or .toml")
+        text = _read(path)
+        try:
+            values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            raise ValueError(f"{path}: expected a table of NAME = \"string value\"")
+        return values
+    key, sep, value = source.partition("=")
+    if not sep or not key:
+        raise ValueError("expected KEY=VALUE, KEY=@FILE, @FILE.json or @FILE.toml")
+    return {key: _read(Path(value[1:])) if value.startswith("@") else value}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
 
 
 def resolve_app_variables(manifest: Manifest, providers: Sequence[Provider]) -> dict[str, str]:
@@ -181,7 +217,13 @@ class VariablesFactor(Factor):
 
     def __init__(self, app: AppContext) -> None:
         super().__init__(app)
-        providers = [*app.runtime_config.variables_providers, EnvProvider()]
+        given = app.settings.variables  # --variable: before every other provider
+        for name in given:
+            if name not in app.manifest.variables:
+                log.warning('--variable %s: the app declares no variable "%s" ([variables] in '
+                            "%s)", name, name, app.manifest.path)
+        providers = [StaticProvider(given), *app.runtime_config.variables_providers,
+                     EnvProvider()]
         self.values = resolve_app_variables(app.manifest, providers)
 
     def for_component(self, component: Component) -> Config:

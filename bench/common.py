@@ -49,8 +49,10 @@ def uvicorn_cmd(app: str, port: int) -> list[str]:
 
 
 def host_up_cmd(app_dir: Path, port: int, cache_dir: Path, *extra: str) -> list[str]:
-    return [PYTHON, "-m", "host", "up", "-f", str(app_dir), "-q", "--state-dir", "",
-            "--cache-dir", str(cache_dir), "--listen", f"{LOOPBACK}:{port}", *extra]
+    # No access log, like the uvicorn baselines (uvicorn's own is off there too).
+    return [PYTHON, "-m", "host", "up", "-f", str(app_dir), "-q", "--no-access-log",
+            "--state-dir", "", "--cache-dir", str(cache_dir), "--listen", f"{LOOPBACK}:{port}",
+            *extra]
 
 
 class ServerError(RuntimeError):

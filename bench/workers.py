@@ -105,7 +105,8 @@ def measure(app: Path, cache: Path, workers: int, pinned: bool, seconds: float,
             connections: int, warmup: float) -> Run:
     port = free_port()
     url = f"http://{LOOPBACK}:{port}/fixed"
-    cmd = [PYTHON, "-m", "host", "up", "-f", str(app), "-q", "--state-dir", "",
+    cmd = [PYTHON, "-m", "host", "up", "-f", str(app), "-q", "--no-access-log",
+           "--state-dir", "",
            "--cache-dir", str(cache), "--listen", f"{LOOPBACK}:{port}",
            "--workers", str(workers)]
     server_pin = pin(SERVER_CORE) if pinned else []

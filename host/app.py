@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -141,6 +141,25 @@ def load_app(
         raise
     statics = {t.id: t.static_response for t in manifest.triggers if t.static_response}
     return App(manifest, router, executors, statics, grants)
+
+
+def reload_components(app: App, engine: Engine, settings: AppSettings,
+                      component_ids: Collection[str],
+                      report: Callable[[str], None] = lambda line: None) -> App:
+    """A new version of `app` (`host watch`): the components in `component_ids` loaded
+    again from their sources, every other executor, the router and the grants shared
+    with `app`. The new executors' pools are filled before this returns; on any
+    failure they are closed and `app` is untouched."""
+    manifest = app.manifest
+    loader = _Loader(manifest, engine, settings, app.grants, report)
+    try:
+        executors = {t.id: loader.executor(t) if t.component in component_ids
+                     else app.executors[t.id]
+                     for t in manifest.triggers if t.component is not None}
+    except BaseException:
+        loader.close()
+        raise
+    return App(manifest, app.router, executors, app.static_responses, app.grants)
 
 
 class _Loader:

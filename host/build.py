@@ -58,4 +58,5 @@ def build_app(
                     f"{result.returncode}: `{command}` (in {workdir})",
                     exit_code=result.returncode if result.returncode > 0 else 1,
                 )
-    say("Finished building all components")
+    say("Finished building all components" if not component_ids
+        else f"Finished building {', '.join(component_ids)}")

@@ -1,5 +1,5 @@
-"""`host up | check | build | new | add | templates | run-bundle | oci | registry`: parse and
-dispatch.
+"""`host up | check | build | watch | new | add | templates | run-bundle | oci | registry`:
+parse and dispatch.
 
 Flags, their variables and defaults are declared once in host/config.py; the
 server's life is host/serve.py. Every HostError ends the command with a
@@ -24,6 +24,7 @@ from host.oci.cli import add_parser as add_oci_parser
 from host.oci.cli import add_registry_parser
 from host.runtime.engine import Engine
 from host.serve import load_runtime_config_file, print_warnings, route_lines, serve
+from host.watch import DEFAULT_DEBOUNCE_MS, WatchOptions, watch
 
 # Exit codes (documented in README.md).
 EXIT_OK = 0
@@ -90,6 +91,24 @@ def _parser() -> argparse.ArgumentParser:
                             "own are host up's (e.g. host build -u --listen 0.0.0.0:3000)")
     build.set_defaults(run=cmd_build)
 
+    watch = sub.add_parser(
+        "watch", help="build and serve the app; rebuild and reload a component when its "
+                      "sources change, without dropping requests",
+        description="Build and serve the app, as host build -u; then rebuild a component "
+                    "when a file matching its [component.ID.build] watch globs changes, and "
+                    "reload it (or the whole app when spin.toml changes) while the previous "
+                    "version keeps serving. Takes host up's flags; one process only.")
+    add_options(watch, "up")
+    watch.add_argument("-c", "--clear", action="store_true",
+                       help="clear the screen before each build or reload")
+    watch.add_argument("-d", "--debounce", type=int, default=DEFAULT_DEBOUNCE_MS, metavar="MS",
+                       help="group changes for this long before acting "
+                            f"(default {DEFAULT_DEBOUNCE_MS})")
+    watch.add_argument("--skip-build", action="store_true",
+                       help="run no build: reload when a .wasm, a component's files or "
+                            "spin.toml change")
+    watch.set_defaults(run=cmd_watch, parser=watch)
+
     _add_template_parsers(sub)
     return p
 
@@ -145,6 +164,21 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_OK
     logs.configure(config.log_format, config.quiet)
     return serve(config)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("clear", "debounce", "skip_build", "run", "parser")}
+    config = Config.load("up", flags, os.environ)
+    if config.workers > 1:
+        args.parser.error(f"--workers {config.workers}: host watch serves with one process "
+                          "(a reload swaps components inside it); serve with several "
+                          "through host up --workers N")
+    if args.debounce < 0:
+        args.parser.error(f"-d/--debounce {args.debounce}: give milliseconds, 0 or more")
+    logs.configure(config.log_format, config.quiet)
+    return watch(config, WatchOptions(debounce_ms=args.debounce, skip_build=args.skip_build,
+                                      clear=args.clear))
 
 
 def _up_config(args: argparse.Namespace, manifest_path: Path) -> Config:

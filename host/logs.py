@@ -31,7 +31,8 @@ FORMATS = ("plain", "json")
 # headers: httpx logs every request URL at INFO (outbound calls, registry
 # upload locations with their state tokens), httpcore traces headers at DEBUG.
 # They speak at WARNING and above; host.outbound logs each call without them.
-LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "redis")
+# watchfiles says "N changes detected" at INFO; host watch says what it does instead.
+LIBRARY_LOGGERS = ("httpx", "httpcore", "urllib3", "redis", "watchfiles")
 
 _format = "plain"
 

@@ -88,12 +88,21 @@ class Lifecycle:
         print_routes(app, startup.base_url)
         return True
 
+    def asgi(self, host_app: HostApp, engine: Engine) -> Any:
+        """The ASGI app uvicorn runs: `host_app`, or (`host watch`) a wrapper that
+        swaps the app it serves."""
+        return host_app
+
     def serving(self, server: Any) -> None:
         """uvicorn accepts connections; `server.should_exit = True` starts the drain."""
 
     def stopped(self, app: App, quiet: bool) -> None:
         if not quiet:
             logs.info(f"Stopped. Instance pools at exit: {pool_summary(app)}")
+
+    def close(self, app: App) -> None:
+        """After serving (or a failed start): release the app served last."""
+        app.close()
 
     def forced(self) -> None:
         """A second signal, just before the process exits without waiting."""
@@ -162,10 +171,11 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
                            image_digest=startup.image_digest)
         # Main loop, until the first signal; returns once in-flight requests are
         # done or the drain timeout has passed.
-        run_uvicorn(host_app, sock, lifecycle, config.tls, access_log=config.access_log)
-        lifecycle.stopped(app, config.quiet)
+        run_uvicorn(host_app, sock, lifecycle, config.tls, access_log=config.access_log,
+                    asgi=lifecycle.asgi(host_app, engine))
+        lifecycle.stopped(host_app.app, config.quiet)
     finally:
-        app.close()
+        lifecycle.close(app if host_app is None else host_app.app)
     # Shutdown. Guest calls still running past the drain deadline sit in worker
     # threads the interpreter would wait for at exit; their clients are gone, so
     # leave now. (The epoch ticker keeps running until then: stopping it would
@@ -230,11 +240,13 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
 
 
 def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle,
-                tls_files: tls.TlsFiles | None = None, access_log: bool = False) -> None:
+                tls_files: tls.TlsFiles | None = None, access_log: bool = False,
+                asgi: Any = None) -> None:
     import uvicorn
 
+    app = host_app if asgi is None else asgi
     config = uvicorn.Config(
-        AccessLog(host_app) if access_log else host_app,
+        AccessLog(app) if access_log else app,
         log_level="warning",
         log_config=None,  # uvicorn's records go through our handler (plain or JSON)
         access_log=False,  # ours: host/access_log.py

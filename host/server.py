@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -156,14 +156,33 @@ class HostApp:
         self.in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._warned_no_match = False
+        self._image_digest = image_digest
+        self._info = self._describe(app)
+
+    def use(self, app: App) -> None:
+        """Serve `app` from the next request on (`host watch`, host/reload.py); requests
+        already running finish with the executors they took. Call it on the event loop."""
+        for executor in app.executors.values():
+            if id(executor) not in self._gates:
+                self._gates[id(executor)] = _Gate(self.limits, self._bodies)
+        self._info = self._describe(app)
+        self.app = app
+
+    def forget(self, executors: Iterable[object]) -> None:
+        """Drop the admission gates of executors no request can reach any more."""
+        for executor in executors:
+            self._gates.pop(id(executor), None)
+
+    def _describe(self, app: App) -> bytes:
         info: dict[str, str] = {"name": app.manifest.application.name}
         if app.manifest.application.version is not None:
             info["version"] = app.manifest.application.version
-        if image_digest is not None:  # served from an OCI image, as Spin reports it
-            info["oci_image_digest"] = image_digest
-        self._info = json.dumps(info, indent=2).encode()
+        if self._image_digest is not None:  # served from an OCI image, as Spin reports it
+            info["oci_image_digest"] = self._image_digest
+        return json.dumps(info, indent=2).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.app  # one version per request: `host watch` swaps self.app (`use`)
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -180,7 +199,7 @@ class HostApp:
         if raw_path.startswith(WELL_KNOWN_PREFIX):
             await self._well_known(raw_path, send)
             return
-        match = self.app.router.match(raw_path)
+        match = app.router.match(raw_path)
         if match is None:
             if not self._warned_no_match:
                 self._warned_no_match = True
@@ -191,12 +210,12 @@ class HostApp:
             await _respond(send, 404)
             return
         scope[COMPONENT_KEY] = match.route.component
-        static = self.app.static_responses.get(match.route.target)
+        static = app.static_responses.get(match.route.target)
         if static is not None:
             headers = [(k.encode(), v.encode()) for k, v in static.headers.items()]
             await _respond(send, static.status, headers, static.body.encode())
             return
-        executor = self.app.executors[match.route.target]
+        executor = app.executors[match.route.target]
         if isinstance(executor, WasiHttpExecutor):
             await self._stream(executor, scope, receive, send, raw_path, match)
             return

@@ -6,7 +6,8 @@ host up on the trivial WAT component (row c of `python -m bench`), pinned to
 core 0, wrk on core 1; four configurations run in turn, `--rounds` times each,
 so drift on a shared machine hits all of them alike: off, `--metrics-listen`,
 traces (every request sampled, exported over OTLP/HTTP to a sink in this
-process that answers 200), and both. Prints the median CPU/req and req/s.
+process that answers 200), both, and traces with 1% of requests sampled
+(OTEL_TRACES_SAMPLER=parentbased_traceidratio). Prints the median CPU/req and req/s.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ def main() -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     traced = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:"
               f"{sink.server_address[1]}"}
+    sampled = {**traced, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+               "OTEL_TRACES_SAMPLER_ARG": "0.01"}
     configs = {"off": (False, base_env), "metrics": (True, base_env),
-               "traces": (False, traced), "both": (True, traced)}
+               "traces": (False, traced), "both": (True, traced),
+               "traces1%": (False, sampled)}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory() as work:
         fx = prepare(Path(work))

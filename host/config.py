@@ -180,6 +180,9 @@ SERVE = [
     Option("no_access_log", ("--no-access-log",), "bool",
            help="no line per request on stdout (method, path without query, status, "
                 "component, duration, bytes sent)"),
+    Option("metrics_listen", ("--metrics-listen",), str, metavar="HOST:PORT",
+           help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its "
+                "own (default: off)"),
 ]
 
 OPTIONS: dict[str, list[Option]] = {
@@ -231,6 +234,7 @@ class Config:
     sqlite_statements: tuple[SqliteStatement, ...] = ()  # --sqlite, files read
     log_format: str = "plain"
     access_log: bool = True  # a line per request (host/access_log.py)
+    metrics_listen: tuple[str, int] | None = None  # Prometheus metrics (host/metrics.py)
     workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
@@ -270,6 +274,7 @@ class Config:
             sqlite_statements=r.sqlite(),
             log_format=r.text("log_format") or "plain",
             access_log=not r.switch("no_access_log"),
+            metrics_listen=r.address("metrics_listen") if r.text("metrics_listen") else None,
             workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
             pool_size=pool_size,
             limits=Limits(
@@ -460,12 +465,17 @@ class _Reader:
         return Path(text) if text else default_cache_dir()
 
     def listen(self) -> tuple[str, int]:
-        found = self._raw("listen")
+        return self.address("listen") or parse_listen(DEFAULT_LISTEN, "--listen")
+
+    def address(self, dest: str) -> tuple[str, int] | None:
+        """A HOST:PORT knob; None when nothing sets it."""
+        found = self._raw(dest)
         if found is None:
-            return parse_listen(DEFAULT_LISTEN, "--listen")
+            return None
         value, where, from_env = found
+        flag = self.options[dest].flag
         try:
-            return parse_listen(value, where.split("=")[0] if from_env else "--listen")
+            return parse_listen(value, where.split("=")[0] if from_env else flag)
         except ConfigError as exc:
             raise (VariableError(str(exc)) if from_env else exc) from None
 

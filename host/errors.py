@@ -13,6 +13,7 @@ HostError                 start-up and command failures, shown to the user
                           a non-empty target directory, a component id or route taken
 GuestError                a request failed in its guest: 500, logged, never a traceback
  +-- GuestTimeout         the guest ran past its deadline: 504
+ +-- GuestTrap            the guest trapped (a wasm trap, a limit, a failed host function): 500
  +-- OutputTooLarge       a WAGI program printed more than the response limit
  +-- CgiError             a WAGI program's output is not CGI: carries the status to answer
 BackendError              a key-value store failed; the guest sees it as `error::other`
@@ -96,6 +97,10 @@ class GuestError(Exception):
 
 class GuestTimeout(GuestError):
     """The guest ran past its execution deadline (epoch interruption)."""
+
+
+class GuestTrap(GuestError):
+    """The guest trapped: a wasm trap, a limit hit, a host function that failed."""
 
 
 class OutputTooLarge(GuestError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host import logs, tls
+from host import logs, tls, tracing
 from host.access_log import AccessLog
 from host.app import App, AppSettings, load_app
 from host.build import build_app
@@ -37,6 +37,7 @@ from host.routing import Router
 from host.runtime.engine import Engine
 from host.runtime_config import RuntimeConfig, load_runtime_config
 from host.server import HostApp
+from host.telemetry import Telemetry
 
 log = logging.getLogger("host")
 
@@ -56,6 +57,7 @@ class Startup:
     state_dir: Path | None
     log_dir: Path | None
     address: tuple[str, int]  # where the listening socket is bound
+    metrics_dir: Path | None = None  # --workers with --metrics-listen: the workers' sockets
 
     @property
     def scheme(self) -> str:
@@ -133,6 +135,7 @@ def start_up(config: Config) -> tuple[Startup, Manifest, AppSettings, socket.soc
     print_warnings(manifest)
     if config.tls is not None:
         tls.check(config.tls)
+    tracing.check(os.environ)
     sock = bind_socket(*config.listen, config.find_free_port)
     try:
         # An image's own /runtime-config.toml applies unless one is given, as in the shim.
@@ -159,6 +162,8 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
               lifecycle: Lifecycle, report: Callable[[str], None]) -> int:
     """Load the app and serve it on `sock` until a signal; drain; exit code."""
     config = startup.config
+    # Before loading: capabilities' host functions are wrapped for tracing as they link.
+    telemetry = Telemetry.start(startup, report)
     engine = Engine(config.cache_dir)
     engine.start_ticker()
     with lifecycle.loading():
@@ -172,10 +177,11 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
         # Main loop, until the first signal; returns once in-flight requests are
         # done or the drain timeout has passed.
         run_uvicorn(host_app, sock, lifecycle, config.tls, access_log=config.access_log,
-                    asgi=lifecycle.asgi(host_app, engine))
+                    asgi=lifecycle.asgi(host_app, engine), telemetry=telemetry)
         lifecycle.stopped(host_app.app, config.quiet)
     finally:
         lifecycle.close(app if host_app is None else host_app.app)
+        telemetry.close()
     # Shutdown. Guest calls still running past the drain deadline sit in worker
     # threads the interpreter would wait for at exit; their clients are gone, so
     # leave now. (The epoch ticker keeps running until then: stopping it would
@@ -241,12 +247,16 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
 
 def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle,
                 tls_files: tls.TlsFiles | None = None, access_log: bool = False,
-                asgi: Any = None) -> None:
+                asgi: Any = None, telemetry: Telemetry | None = None) -> None:
     import uvicorn
 
-    app = host_app if asgi is None else asgi
+    app: Any = host_app if asgi is None else asgi
+    if access_log:
+        app = AccessLog(app)
+    if telemetry is not None:
+        app = telemetry.wrap(app, host_app)  # request metrics and spans, when on
     config = uvicorn.Config(
-        AccessLog(app) if access_log else app,
+        app,
         log_level="warning",
         log_config=None,  # uvicorn's records go through our handler (plain or JSON)
         access_log=False,  # ours: host/access_log.py

@@ -16,6 +16,7 @@ their turn instead of exhausting the machine.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from host.app import App
-from host.errors import CgiError, GuestError, GuestTimeout
+from host.errors import CgiError, GuestError, GuestTimeout, GuestTrap
 from host.executors.component import ComponentExecutor
 from host.executors.wasi_http import WasiHttpExecutor
 from host.limits import HttpLimits
@@ -42,7 +43,13 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-COMPONENT_KEY = "spinhost.component"  # scope: the matched component's id (host/access_log.py)
+# What the request path tells the layers that observe it (host/access_log.py,
+# host/metrics.py, host/tracing.py), in the ASGI scope: the matched component's
+# id, its route as written in the manifest, and why a guest call failed
+# (`failure_kind`).
+COMPONENT_KEY = "spinhost.component"
+ROUTE_KEY = "spinhost.route"
+FAILURE_KEY = "spinhost.failure"
 
 
 class _BodyBudget:
@@ -107,6 +114,7 @@ class _Gate:
         self.max_queued = limits.max_queued
         self.bodies = bodies
         self.waiting = 0
+        self.running = 0
 
     def full(self, cost: int) -> bool:
         """No room to run now, and no room in the queue."""
@@ -126,8 +134,10 @@ class _Gate:
                 raise
         finally:
             self.waiting -= 1
+        self.running += 1
 
     def leave(self, cost: int) -> None:
+        self.running -= 1
         self.slots.release()
         self.bodies.release(cost)
 
@@ -210,6 +220,7 @@ class HostApp:
             await _respond(send, 404)
             return
         scope[COMPONENT_KEY] = match.route.component
+        scope[ROUTE_KEY] = match.route.raw
         static = app.static_responses.get(match.route.target)
         if static is not None:
             headers = [(k.encode(), v.encode()) for k, v in static.headers.items()]
@@ -246,21 +257,25 @@ class HostApp:
             await gate.enter(cost)
             try:
                 response: HttpResponse = await asyncio.get_running_loop().run_in_executor(
-                    self._guest_threads, self._counted, executor.handle, request)
+                    self._guest_threads, contextvars.copy_context().run, self._counted,
+                    executor.handle, request)
             finally:
                 gate.leave(cost)
             status, headers = _check_response(response, limits.max_response_bytes)
         except CgiError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
+            scope[FAILURE_KEY] = failure_kind(exc)
             await _respond(send, exc.status, [], exc.body)
             return
         except GuestError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
+            scope[FAILURE_KEY] = failure_kind(exc)
             await _respond(send, 504 if isinstance(exc, GuestTimeout) else 500)
             return
-        except Exception:
+        except Exception as exc:
             # Not the guest's doing: a host bug, logged with its traceback.
             log.exception("Host error processing request: component %s", executor.id)
+            scope[FAILURE_KEY] = failure_kind(exc)
             await _respond(send, 500)
             return
         await _respond(send, status, headers, response.body)
@@ -288,16 +303,19 @@ class HostApp:
         try:
             await gate.enter(0)
             try:
-                await loop.run_in_executor(self._guest_threads, self._counted,
-                                           executor.handle, request, body, response)
+                await loop.run_in_executor(self._guest_threads, contextvars.copy_context().run,
+                                           self._counted, executor.handle, request, body,
+                                           response)
             finally:
                 gate.leave(0)
             return
         except GuestError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)
+            scope[FAILURE_KEY] = failure_kind(exc)
             status = 504 if isinstance(exc, GuestTimeout) else 500
-        except Exception:
+        except Exception as exc:
             log.exception("Host error processing request: component %s", executor.id)
+            scope[FAILURE_KEY] = failure_kind(exc)
             status = 500
         if response.started:
             # Too late for a status: returning with the response incomplete makes
@@ -323,6 +341,12 @@ class HostApp:
                         "--max-body-bytes-in-flight (%d): a body crossing into a component "
                         "costs 85-200 bytes of host memory per byte; answering 413",
                         component_id, size, limit)
+
+    def admission(self) -> list[tuple[str, int, int]]:
+        """(component id, requests running, requests queued) per executor, for metrics."""
+        executors = {id(e): e for e in self.app.executors.values()}
+        return [(executors[key].id, gate.running, gate.waiting)
+                for key, gate in self._gates.items() if key in executors]
 
     def _counted(self, call: Callable[..., T], *args: Any) -> T:
         """Run a guest call on this worker thread, counted in `in_flight` while it runs."""
@@ -368,6 +392,15 @@ class HostApp:
             await _respond(send, 200, [(b"content-type", b"application/json")], self._info)
         else:
             await _respond(send, 404)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Why a request's guest call failed, as metrics and traces name it."""
+    if isinstance(exc, GuestTimeout):
+        return "deadline"
+    if isinstance(exc, GuestTrap):
+        return "trap"
+    return "guest" if isinstance(exc, GuestError) else "host"
 
 
 def spin_headers(

@@ -104,7 +104,20 @@ def supervise(startup: Startup, manifest: Manifest, sock: socket.socket) -> int:
                     "key-value and SQLite stores (give --state-dir or a runtime config to "
                     "share them)", startup.config.workers)
     try:
-        return _Supervisor(startup, manifest, sock).run()
+        with contextlib.ExitStack() as stack:
+            metrics = None
+            if startup.config.metrics_listen is not None:
+                # The supervisor serves the listener; each worker its own socket (host/metrics.py).
+                from host.metrics import serve_supervisor
+
+                metrics = stack.enter_context(serve_supervisor(
+                    startup.config.metrics_listen,
+                    (lambda line: None) if startup.config.quiet else logs.info))
+                startup = replace(startup, metrics_dir=metrics.directory)
+            supervisor = _Supervisor(startup, manifest, sock)
+            if metrics is not None:
+                metrics.serving = supervisor.serving
+            return supervisor.run()
     finally:
         sock.close()
         if private is not None:
@@ -193,6 +206,10 @@ class _Supervisor:
             self.selector.close()
             wake_r.close()
             wake_w.close()
+
+    def serving(self) -> list[tuple[int, int]]:
+        """(slot, pid) of every worker serving now; called from the metrics thread."""
+        return [(w.slot, w.pid) for w in list(self.workers.values()) if w.state == "serving"]
 
     def _on_signal(self, sig: int, frame: object) -> None:
         self.signals.append(sig)

@@ -36,6 +36,7 @@ class Upstream(http.server.ThreadingHTTPServer):
     seen: list[dict[str, object]]
     arrived: threading.Event  # set once a request has been recorded in `seen`
     answered: list[str]  # paths it has answered (a `/slow` one only once released)
+    traceparents: list[str | None]  # each request's `traceparent` header, in order
     release: threading.Event
 
 
@@ -52,6 +53,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.server.seen.append({"method": self.command, "path": self.path,
                                  "probe": self.headers.get("x-probe"), "body": body.decode()})
+        self.server.traceparents.append(self.headers.get("traceparent"))
         self.server.arrived.set()
         if self.path.startswith("/slow"):
             self.server.release.wait(30)
@@ -74,6 +76,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def upstream_server() -> Iterator[Upstream]:
     server = Upstream(("127.0.0.1", 0), _Handler)
     server.seen, server.answered, server.release = [], [], threading.Event()
+    server.traceparents = []
     server.arrived = threading.Event()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

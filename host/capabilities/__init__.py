@@ -23,6 +23,10 @@ Each capability is one module with a `Factor` (per app) that hands out a
   instance's store and go away with it.
 - `Factor.close()`, once, when the app stops.
 
+Every host function is wrapped once, at link time, by `_guarded` (a host-side
+bug becomes a trap) and, when tracing is on, by `host.tracing.host_call` (a
+child span of the request per call).
+
 A new capability is one module with a Factor subclass, plus one line in
 `host.grants.FACTORS`. Every capability is deny-by-default: a call outside the
 grants returns the interface's own access-denied error value to the guest and
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import wasmtime
 import wasmtime.component as wc
 
+from host import tracing
 from host.errors import ComponentError
 from host.limits import MAX_LIVE_HANDLES
 from host.runtime.calls import define_func, import_func_types
@@ -172,6 +177,9 @@ class Capability:
     """
 
     interfaces: tuple[str, ...] = ()
+    #: Each host function call is a child span of its request when tracing is on
+    #: (host/tracing.py); False for a capability that makes its own (outbound HTTP).
+    traced: ClassVar[bool] = True
 
     def __init__(self, component_id: str) -> None:
         self.component_id = component_id
@@ -200,9 +208,10 @@ class Capability:
                         raise ComponentError(
                             f'component "{self.component_id}" imports {interface}#{name}, '
                             "which this host does not provide (build against the WIT in wit/)")
-                    define_func(instance, name, fty,
-                                _guarded(self.component_id, interface, name,
-                                         _canonical(fty, func)))
+                    call = _guarded(self.component_id, interface, name, _canonical(fty, func))
+                    if self.traced:
+                        call = tracing.host_call(self.component_id, interface, name, call)
+                    define_func(instance, name, fty, call)
         return defined
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import wasmtime.component as wc
 
+from host import tracing
 from host.capabilities import AppContext, Capability, Err, Factor, Ok
 from host.capabilities.allowed_hosts import (
     DEFAULT_PORTS,
@@ -187,6 +188,7 @@ class OutboundFactor(Factor):
 
 class Outbound(Capability):
     interfaces = (OUTGOING_HANDLER,)
+    traced = False  # a client span per request sent, for wasi:http's calls too (`handle`)
 
     def __init__(self, component_id: str, allowed: AllowList, client: OutboundClient) -> None:
         super().__init__(component_id)
@@ -206,8 +208,13 @@ class Outbound(Capability):
         if isinstance(target, Err):
             return target
         started = time.monotonic()
-        result = self._send(method, target, fields["headers"], fields["body"])
-        outcome = result.value[0] if isinstance(result, Ok) else result.value.tag
+        port = DEFAULT_PORTS[target.scheme] if target.port is None else target.port
+        with tracing.outbound(self.component_id, method, target.scheme, target.host,
+                              port) as span:
+            result = self._send(method, target, fields["headers"], fields["body"])
+            outcome = result.value[0] if isinstance(result, Ok) else result.value.tag
+            tracing.outbound_result(span, *((outcome, None) if isinstance(result, Ok)
+                                            else (None, outcome)))
         log.info('component "%s": %s %s -> %s in %d ms', self.component_id, method,
                  target.origin, outcome, (time.monotonic() - started) * 1000)
         return result
@@ -259,7 +266,8 @@ class Outbound(Capability):
             timeout = self.http.timeout()
         except DeadlineExceeded:
             return _error("connection-timeout")
-        sent = [(k.encode(), v) for k, v in headers if k.lower() not in _HOST_MANAGED]
+        sent = tracing.inject([(k.encode(), v) for k, v in headers
+                               if k.lower() not in _HOST_MANAGED])
         watched = self.http.watchdog.call(deadline())
         try:
             with self.http.client.stream(method, target.url, headers=sent, content=body,

@@ -21,7 +21,7 @@ import wasmtime.component as wc
 from host.capabilities import store_key
 from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
-from host.errors import ComponentError, GuestError, GuestTimeout, MarshalError
+from host.errors import ComponentError, GuestError, GuestTimeout, GuestTrap, MarshalError
 from host.grants import ComponentGrants
 from host.limits import DEFAULT_POOL_SIZE, Limits
 from host.runtime import abi
@@ -239,13 +239,13 @@ def guest_failure(exc: BaseException, limits: Limits, deadline: float = math.inf
         return deadline_exceeded(limits)
     reason = trap_reason(exc)
     if "too much data is being copied" in reason:
-        return GuestError(
+        return GuestTrap(
             "request/response body too large for one component call (wasmtime's "
             "host-call copy budget, about 2.5 MiB of body per call)"
         )
     if reason == "wasm trap: interrupt":
         return deadline_exceeded(limits)
-    return GuestError(reason)
+    return GuestTrap(reason)
 
 
 def trap_reason(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -34,6 +35,7 @@ class InstancePool(Generic[T]):
         self._thread: threading.Thread | None = None
         self.created = 0  # instances made, in the background or inline
         self.misses = 0  # requests that found the pool empty
+        self.instantiate_seconds = 0.0  # spent making the `created` ones (host/metrics.py)
 
     def start(self) -> None:
         """Fill the pool once (so start-up errors surface now), then refill in background."""
@@ -72,7 +74,9 @@ class InstancePool(Generic[T]):
         self._ready.clear()
 
     def _make(self) -> T:
+        started = time.perf_counter()
         item = self._factory()
+        self.instantiate_seconds += time.perf_counter() - started
         self.created += 1
         return item
 

@@ -23,6 +23,7 @@ from host.config import FREE_PORT_ATTEMPTS, Config
 from host.errors import ConfigError
 from host.executors.component import ComponentExecutor
 from host.executors.wasi_http import WasiHttpExecutor
+from host.limits import pooling_limits
 from host.manifest import Manifest, load_manifest
 from host.oci.registry import is_image_reference
 from host.oci.store import ResolvedApp, resolve_app
@@ -60,7 +61,10 @@ def serve(config: Config) -> int:
         log.warning("instances serve up to %d requests each: guest state (globals, memory) "
                     "is shared between the requests one instance serves",
                     config.limits.max_instance_reuse)
-    engine = Engine(config.cache_dir)
+    engine = Engine(config.cache_dir, pooling=pooling_limits(
+        len(manifest.components), settings.pool_size, config.http.max_concurrent,
+        max(limits.memory_bytes for limits in (settings.limits,
+                                               *settings.component_limits.values()))))
     engine.start_ticker()
     app = load_app(manifest, engine, settings,
                    report=(lambda line: None) if config.quiet else logs.info)

@@ -26,6 +26,7 @@ from host.app import AppSettings
 from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
+    INSTANCE_ALLOCATORS,
     HttpLimits,
     KeyValueLimits,
     Limits,
@@ -150,6 +151,10 @@ SERVE = [
                 f"(default {_H.drain_seconds:g})"),
     Option("log_format", ("--log-format",), str, choices=logs.FORMATS,
            help="plain text, or one JSON object per line (default plain)"),
+    Option("instance_allocator", ("--instance-allocator",), str,
+           choices=INSTANCE_ALLOCATORS,
+           help="pooling: instance memory from slots reserved at start (faster; large "
+                "virtual size); on-demand: mapped per instance (default pooling)"),
 ]
 
 OPTIONS: dict[str, list[Option]] = {
@@ -195,6 +200,7 @@ class Config:
     insecure: bool = False
     quiet: bool = False
     log_format: str = "plain"
+    instance_allocator: str = "pooling"
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
     deadlines: Mapping[str, float] = field(default_factory=dict)  # --request-timeout ID=S
@@ -227,6 +233,7 @@ class Config:
             insecure=r.switch("insecure"),
             quiet=r.switch("quiet"),
             log_format=r.text("log_format") or "plain",
+            instance_allocator=r.text("instance_allocator") or "pooling",
             pool_size=pool_size,
             limits=Limits(
                 memory_bytes=MiB * r.integer("max_instance_memory", _L.memory_bytes // MiB,

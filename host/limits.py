@@ -52,7 +52,8 @@ class Limits:
 # component, ~16 TiB for 100. Past POOLING_MAX_ADDRESS_SPACE (or if the
 # reservation fails, e.g. under `ulimit -v`) instances are allocated on demand
 # instead, which costs ~0.1 ms more per request for componentize-js
-# (bench/startup.py).
+# (bench/guest_startup.py).
+INSTANCE_ALLOCATORS = ("pooling", "on-demand")  # `--instance-allocator`, default the first
 POOLING_MAX_ADDRESS_SPACE = 32 * 1024**4  # a quarter of x86-64's user address space
 POOLING_SPARE_INSTANCES = 16
 # Averages per component instance, across the instances alive at once: a
@@ -66,6 +67,16 @@ POOLING_MAX_PER_COMPONENT = 1000
 # Elements of one table (a table that starts larger fails to instantiate);
 # 8 bytes of address space each.
 POOLING_TABLE_ELEMENTS = 1_000_000
+# Bytes of each table slot kept resident when its instance is dropped (zeroed
+# with memset instead of returned to the kernel), so the next instance's table
+# initialisation does not page-fault: 64 KiB holds 8,192 elements
+# (componentize-js hello's table has 7,778, componentize-py's 5,670) and saved
+# ~40 us per componentize-js request (bench/guest_startup.py). Costs at most
+# 64 KiB of RSS per table slot ever used. Linear memory keeps nothing resident:
+# wasmtime would restore the whole kept region at every drop (~90 us per MiB
+# here: the C API cannot turn on its PAGEMAP_SCAN dirty-page reset), more than
+# the first-touch page faults it saves.
+POOLING_TABLE_KEEP_RESIDENT = 64 * 1024
 
 
 @dataclass(frozen=True)

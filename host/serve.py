@@ -61,10 +61,11 @@ def serve(config: Config) -> int:
         log.warning("instances serve up to %d requests each: guest state (globals, memory) "
                     "is shared between the requests one instance serves",
                     config.limits.max_instance_reuse)
-    engine = Engine(config.cache_dir, pooling=pooling_limits(
+    pooling = None if config.instance_allocator == "on-demand" else pooling_limits(
         len(manifest.components), settings.pool_size, config.http.max_concurrent,
         max(limits.memory_bytes for limits in (settings.limits,
-                                               *settings.component_limits.values()))))
+                                               *settings.component_limits.values())))
+    engine = Engine(config.cache_dir, pooling=pooling)
     engine.start_ticker()
     app = load_app(manifest, engine, settings,
                    report=(lambda line: None) if config.quiet else logs.info)

@@ -75,6 +75,24 @@ GROW_TO_LIMIT = """
 """.replace("{export}", wat.EXPORT)
 
 
+# Answers 200 if slot 1 of its table is null, then fills it: 500 from an instance
+# whose table an earlier request wrote to.
+TABLE_PROBE = """
+  (table $t 4 funcref)
+  (elem declare func $marker)
+  (func $marker)
+  (func (export "{export}") (param $req i32) (result i32)
+    (i32.store16 (i32.const 16)
+      (select (i32.const 200) (i32.const 500) (ref.is_null (table.get $t (i32.const 1)))))
+    (table.set $t (i32.const 1) (ref.func $marker))
+    (i32.store (i32.const 20) (i32.const 0))
+    (i32.store (i32.const 24) (i32.const 0))
+    (i32.store (i32.const 28) (i32.const 0))
+    (i32.store (i32.const 32) (i32.const 0))
+    (i32.const 16))
+""".replace("{export}", wat.EXPORT)
+
+
 def _pooling() -> PoolingLimits:
     pooling = pooling_limits(1, 1, 4, LIMIT)
     assert pooling is not None
@@ -88,12 +106,12 @@ def pooling_engine() -> Engine:
     return engine
 
 
-def _load(directory: Path, body: str, engine: Engine, pool_size: int = 1) -> App:
+def _load(directory: Path, body: str, engine: Engine, reuse: int = 1) -> App:
     directory.mkdir(parents=True, exist_ok=True)
     wat.build_component(body, directory / "c.wasm")
     manifest = load_manifest(write_app(directory, MANIFEST))
-    return load_app(manifest, engine, AppSettings(pool_size=pool_size,
-                                                  limits=Limits(memory_bytes=LIMIT)))
+    limits = Limits(memory_bytes=LIMIT, max_instance_reuse=reuse)
+    return load_app(manifest, engine, AppSettings(pool_size=1, limits=limits))
 
 
 @pytest.fixture
@@ -159,15 +177,22 @@ def test_refused_reservation_falls_back_to_on_demand(caplog: pytest.LogCaptureFi
 
 def test_the_counter_sees_a_reused_instance(tmp_path: Path, pooling_engine: Engine) -> None:
     # The probe above is sound: one instance serving several requests counts up.
-    directory = tmp_path / "reuse"
-    directory.mkdir()
-    wat.build_component(MEMORY_COUNTER, directory / "c.wasm")
-    app = load_app(load_manifest(write_app(directory, MANIFEST)), pooling_engine,
-                   AppSettings(pool_size=1, limits=Limits(memory_bytes=LIMIT,
-                                                          max_instance_reuse=3)))
+    app = _load(tmp_path, MEMORY_COUNTER, pooling_engine, reuse=3)
     try:
         (executor,) = app.executors.values()
         bodies = [executor.handle(REQUEST).body for _ in range(4)]  # type: ignore[union-attr]
         assert bodies == [b"2", b"4", b"6", b"2"]
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(("reuse", "statuses"), [(1, [200] * 6), (2, [200, 500] * 3)])
+def test_a_reused_table_slot_starts_empty(tmp_path: Path, pooling_engine: Engine, reuse: int,
+                                          statuses: list[int]) -> None:
+    app = _load(tmp_path, TABLE_PROBE, pooling_engine, reuse=reuse)
+    try:
+        (executor,) = app.executors.values()
+        seen = [executor.handle(REQUEST).status for _ in range(6)]  # type: ignore[union-attr]
+        assert seen == statuses
     finally:
         app.close()

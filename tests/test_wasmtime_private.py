@@ -39,7 +39,7 @@ FFI_FUNCTIONS = ["wasi_config_set_stdin_bytes", "wasm_byte_vec_new",
                      "total_tables", "max_memory_size", "table_elements",
                      "max_core_instances_per_component", "max_memories_per_component",
                      "max_tables_per_component", "max_memories_per_module",
-                     "max_tables_per_module"))]
+                     "max_tables_per_module", "table_keep_resident"))]
 # Looked up in the shared library by name (host/runtime/calls.py).
 DLL_SYMBOLS = ["wasmtime_component_func_call", "wasmtime_component_func_post_return",
                "wasmtime_component_val_delete"]

@@ -42,7 +42,7 @@ COMPILE_LOCK_WAIT_SECONDS = 300.0
 # Memory reservation and guard sizes are spelled out (wasmtime's defaults on
 # 64-bit hosts) because they change the code: with 4 GiB reserved plus a guard,
 # compiled code needs no bounds checks (smaller values measured ~15% slower
-# guest calls, bench/startup.py). The allocator (pooling or on-demand) does not
+# guest calls, bench/guest_startup.py). The allocator (pooling or on-demand) does not
 # change the artifact: either engine loads the other's.
 MEMORY_RESERVATION = 4 * 1024**3
 MEMORY_GUARD_SIZE = 32 * 1024**2

@@ -24,6 +24,7 @@ from host.limits import (
     POOLING_CORE_INSTANCES_PER_INSTANCE,
     POOLING_MAX_PER_COMPONENT,
     POOLING_TABLE_ELEMENTS,
+    POOLING_TABLE_KEEP_RESIDENT,
     POOLING_TABLES_PER_INSTANCE,
     PoolingLimits,
 )
@@ -69,9 +70,9 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
 def set_pooling_allocator(config: wasmtime.Config, pooling: PoolingLimits) -> None:
     """wasmtime's pooling instance allocator (the C API has it; wasmtime-py does not).
 
-    Keep-resident stays 0: without the PAGEMAP_SCAN reset (which the C API cannot
-    turn on), wasmtime restores the whole kept region on every drop, ~90 us per
-    MiB here, more than the first-touch page faults it saves (bench/startup.py).
+    Every instance still starts fresh: a dropped instance's memory slot is reset to
+    its component's image (or zeros) before reuse, tables and instance state too
+    (tests/test_engine.py checks it). Keep-resident: host/limits.py says why.
     """
     pc = ffi.wasmtime_pooling_allocation_config_new()
     try:
@@ -84,6 +85,8 @@ def set_pooling_allocator(config: wasmtime.Config, pooling: PoolingLimits) -> No
             pc, n * POOLING_TABLES_PER_INSTANCE)
         ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pc, pooling.memory_bytes)
         ffi.wasmtime_pooling_allocation_config_table_elements_set(pc, POOLING_TABLE_ELEMENTS)
+        ffi.wasmtime_pooling_allocation_config_table_keep_resident_set(
+            pc, POOLING_TABLE_KEEP_RESIDENT)
         ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set(
             pc, POOLING_MAX_PER_COMPONENT)
         ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set(

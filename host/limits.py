@@ -51,7 +51,7 @@ class Limits:
 # With the defaults that is 36 instances and ~290 GiB of address space for one
 # component, ~16 TiB for 100. Past POOLING_MAX_ADDRESS_SPACE (or if the
 # reservation fails, e.g. under `ulimit -v`) instances are allocated on demand
-# instead, which costs ~0.1 ms more per request for componentize-js
+# instead, which costs 0.1-0.2 ms more CPU per request for componentize-js and -py
 # (bench/guest_startup.py).
 INSTANCE_ALLOCATORS = ("pooling", "on-demand")  # `--instance-allocator`, default the first
 POOLING_MAX_ADDRESS_SPACE = 32 * 1024**4  # a quarter of x86-64's user address space
@@ -71,7 +71,7 @@ POOLING_TABLE_ELEMENTS = 1_000_000
 # with memset instead of returned to the kernel), so the next instance's table
 # initialisation does not page-fault: 64 KiB holds 8,192 elements
 # (componentize-js hello's table has 7,778, componentize-py's 5,670) and saved
-# ~40 us per componentize-js request (bench/guest_startup.py). Costs at most
+# ~40 us per componentize-js request (in-process A/B). Costs at most
 # 64 KiB of RSS per table slot ever used. Linear memory keeps nothing resident:
 # wasmtime would restore the whole kept region at every drop (~90 us per MiB
 # here: the C API cannot turn on its PAGEMAP_SCAN dirty-page reset), more than

@@ -88,10 +88,14 @@ def generic_abi_calls(echo_wasm: Path, budget: Budget) -> dict[str, dict[str, fl
 def _executor(app_dir: Path, cache_dir: Path) -> Iterator[object]:
     """The app's (only) component executor, loaded as `host up` would, with no pool."""
     from host.app import AppSettings, load_app
+    from host.limits import HttpLimits, Limits, pooling_limits
     from host.manifest import load_manifest
     from host.runtime.engine import Engine
 
-    app = load_app(load_manifest(str(app_dir)), Engine(cache_dir), AppSettings(pool_size=0))
+    # The allocator `host up` uses for one component (bench/guest_startup.py compares both).
+    engine = Engine(cache_dir, pooling=pooling_limits(1, 4, HttpLimits().max_concurrent,
+                                                      Limits().memory_bytes))
+    app = load_app(load_manifest(str(app_dir)), engine, AppSettings(pool_size=0))
     try:
         (executor,) = app.executors.values()
         yield executor

@@ -29,6 +29,7 @@ from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
     DEFAULT_WORKERS,
+    INSTANCE_ALLOCATORS,
     MAX_WORKERS,
     HttpLimits,
     KeyValueLimits,
@@ -183,6 +184,10 @@ SERVE = [
     Option("metrics_listen", ("--metrics-listen",), str, metavar="HOST:PORT",
            help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its "
                 "own (default: off)"),
+    Option("instance_allocator", ("--instance-allocator",), str,
+           choices=INSTANCE_ALLOCATORS,
+           help="pooling: instance memory from slots reserved at start (faster; large "
+                "virtual size); on-demand: mapped per instance (default pooling)"),
 ]
 
 OPTIONS: dict[str, list[Option]] = {
@@ -236,6 +241,7 @@ class Config:
     access_log: bool = True  # a line per request (host/access_log.py)
     metrics_listen: tuple[str, int] | None = None  # Prometheus metrics (host/metrics.py)
     workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
+    instance_allocator: str = "pooling"
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
     deadlines: Mapping[str, float] = field(default_factory=dict)  # --request-timeout ID=S
@@ -276,6 +282,7 @@ class Config:
             access_log=not r.switch("no_access_log"),
             metrics_listen=r.address("metrics_listen") if r.text("metrics_listen") else None,
             workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
+            instance_allocator=r.text("instance_allocator") or "pooling",
             pool_size=pool_size,
             limits=Limits(
                 memory_bytes=MiB * r.integer("max_instance_memory", _L.memory_bytes // MiB,

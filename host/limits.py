@@ -96,6 +96,71 @@ class Limits:
     max_instance_reuse: int = 1
 
 
+# wasmtime's pooling instance allocator (host/runtime/engine.py, `host up`)
+# reserves its slots when the engine starts, each linear-memory slot 4 GiB (the
+# reservation that lets compiled code skip bounds checks) + 32 MiB of guard, as
+# address space only: PROT_NONE, so virtual size grows, RSS does not, and
+# overcommit does not count it. An instance that finds no free slot fails to
+# instantiate (the request answers 500), so the slots are sized from what can be
+# alive at once: per component its ready pool and its running requests
+# (`--pool-size` + `--max-concurrent-requests`), plus POOLING_SPARE_INSTANCES for
+# instances being dropped or refilled, times the per-instance averages below.
+# With the defaults that is 36 instances and ~290 GiB of address space for one
+# component, ~16 TiB for 100. Past POOLING_MAX_ADDRESS_SPACE (or if the
+# reservation fails, e.g. under `ulimit -v`) instances are allocated on demand
+# instead, which costs 0.1-0.2 ms more CPU per request for componentize-js and -py
+# (bench/guest_startup.py).
+INSTANCE_ALLOCATORS = ("pooling", "on-demand")  # `--instance-allocator`, default the first
+POOLING_MAX_ADDRESS_SPACE = 32 * 1024**4  # a quarter of x86-64's user address space
+POOLING_SPARE_INSTANCES = 16
+# Averages per component instance, across the instances alive at once: a
+# component may use more, up to POOLING_MAX_PER_COMPONENT of each. Measured:
+# componentize-py makes 16 core instances, 1 memory, 2 tables; componentize-js
+# 4, 1 and 2; a WAGI program 1, 1 and 1.
+POOLING_CORE_INSTANCES_PER_INSTANCE = 20
+POOLING_MEMORIES_PER_INSTANCE = 2
+POOLING_TABLES_PER_INSTANCE = 4
+POOLING_MAX_PER_COMPONENT = 1000
+# Elements of one table (a table that starts larger fails to instantiate);
+# 8 bytes of address space each.
+POOLING_TABLE_ELEMENTS = 1_000_000
+# Bytes of each table slot kept resident when its instance is dropped (zeroed
+# with memset instead of returned to the kernel), so the next instance's table
+# initialisation does not page-fault: 64 KiB holds 8,192 elements
+# (componentize-js hello's table has 7,778, componentize-py's 5,670) and saved
+# ~40 us per componentize-js request (in-process A/B). Costs at most
+# 64 KiB of RSS per table slot ever used. Linear memory keeps nothing resident:
+# wasmtime would restore the whole kept region at every drop (~90 us per MiB
+# here: the C API cannot turn on its PAGEMAP_SCAN dirty-page reset), more than
+# the first-touch page faults it saves.
+POOLING_TABLE_KEEP_RESIDENT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class PoolingLimits:
+    """Slot counts of wasmtime's pooling instance allocator (see above)."""
+
+    instances: int  # component (or WAGI module) instances alive at once
+    memory_bytes: int  # the largest linear memory one may grow to
+
+    @property
+    def memories(self) -> int:
+        return self.instances * POOLING_MEMORIES_PER_INSTANCE
+
+    def address_space(self) -> int:
+        memories = self.memories * (max(4 * 1024**3, self.memory_bytes) + 32 * MiB)
+        tables = self.instances * POOLING_TABLES_PER_INSTANCE * POOLING_TABLE_ELEMENTS * 8
+        return memories + tables
+
+
+def pooling_limits(components: int, pool_size: int, max_concurrent: int,
+                   memory_bytes: int) -> PoolingLimits | None:
+    """Slots for `components` executors, or None when they would reserve too much."""
+    instances = components * (pool_size + max_concurrent) + POOLING_SPARE_INSTANCES
+    pooling = PoolingLimits(instances, memory_bytes)
+    return pooling if pooling.address_space() <= POOLING_MAX_ADDRESS_SPACE else None
+
+
 @dataclass(frozen=True)
 class HttpLimits:
     """Bounds on requests, responses and queued work."""

@@ -30,6 +30,7 @@ from host.config import FREE_PORT_ATTEMPTS, Config
 from host.errors import ConfigError
 from host.executors.component import ComponentExecutor
 from host.executors.wasi_http import WasiHttpExecutor
+from host.limits import pooling_limits
 from host.manifest import Manifest, load_manifest
 from host.oci.registry import is_image_reference
 from host.oci.store import ResolvedApp, resolve_app
@@ -76,6 +77,9 @@ class Startup:
 class Lifecycle:
     """What one serving process says and does at each step; `host up` with one
     process. A worker process has its own (host/workers.py)."""
+
+    #: Whether executors are replaced while serving (`host watch`).
+    reloads = False
 
     def loading(self) -> contextlib.AbstractContextManager[None]:
         """Around loading the app (its report lines and warnings)."""
@@ -164,7 +168,14 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
     config = startup.config
     # Before loading: capabilities' host functions are wrapped for tracing as they link.
     telemetry = Telemetry.start(startup, report)
-    engine = Engine(config.cache_dir)
+    # `host watch` replaces executors while the old ones drain: pooled slots sized at
+    # start could run out, so it maps instance memory on demand.
+    on_demand = config.instance_allocator == "on-demand" or lifecycle.reloads
+    pooling = None if on_demand else pooling_limits(
+        len(manifest.components), settings.pool_size, config.http.max_concurrent,
+        max(limits.memory_bytes for limits in (settings.limits,
+                                               *settings.component_limits.values())))
+    engine = Engine(config.cache_dir, pooling=pooling)
     engine.start_ticker()
     with lifecycle.loading():
         app = load_app(manifest, engine, settings, report=report)

@@ -230,6 +230,8 @@ def _glob_regex(base: Path, glob: str) -> str:
 class WatchLifecycle(Lifecycle):
     """`host up`'s steps, plus a thread that watches, builds and swaps versions."""
 
+    reloads = True
+
     def __init__(self, startup: Startup, settings: AppSettings, options: WatchOptions) -> None:
         self.startup = startup
         self.settings = settings

@@ -29,7 +29,17 @@ FFI_FUNCTIONS = ["wasi_config_set_stdin_bytes", "wasi_config_set_env", "wasm_byt
                  "wasmtime_component_val_new", "wasmtime_component_valflags_new_uninit",
                  "wasmtime_component_vallist_new_uninit",
                  "wasmtime_component_valrecord_new_uninit",
-                 "wasmtime_component_linker_instance_add_func", "wasmtime_error_new"]
+                 "wasmtime_component_linker_instance_add_func", "wasmtime_error_new",
+                 # the pooling allocator (set_pooling_allocator)
+                 "wasmtime_pooling_allocation_config_new",
+                 "wasmtime_pooling_allocation_config_delete",
+                 "wasmtime_pooling_allocation_strategy_set",
+                 *(f"wasmtime_pooling_allocation_config_{name}_set" for name in (
+                     "total_component_instances", "total_core_instances", "total_memories",
+                     "total_tables", "max_memory_size", "table_elements",
+                     "max_core_instances_per_component", "max_memories_per_component",
+                     "max_tables_per_component", "max_memories_per_module",
+                     "max_tables_per_module", "table_keep_resident"))]
 # Looked up in the shared library by name (host/runtime/calls.py).
 DLL_SYMBOLS = ["wasmtime_component_func_call", "wasmtime_component_func_post_return",
                "wasmtime_component_val_delete"]

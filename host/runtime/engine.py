@@ -13,6 +13,7 @@ and load it, instead of all compiling the same bytes at once.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
@@ -28,6 +29,8 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.errors import ComponentError
+from host.limits import PoolingLimits
+from host.runtime.wasmtime_private import set_pooling_allocator
 
 log = logging.getLogger("host.engine")
 
@@ -36,7 +39,16 @@ EPOCH_TICK_SECONDS = 0.01
 # How long a process waits for another one compiling the same component before
 # compiling it too (a stuck or very slow peer must not block start-up forever).
 COMPILE_LOCK_WAIT_SECONDS = 300.0
-ENGINE_SETTINGS = "epoch_interruption=1;cranelift_opt_level=speed;memory_init_cow=1;v2"
+# Memory reservation and guard sizes are spelled out (wasmtime's defaults on
+# 64-bit hosts) because they change the code: with 4 GiB reserved plus a guard,
+# compiled code needs no bounds checks (smaller values measured ~15% slower
+# guest calls, bench/guest_startup.py). The allocator (pooling or on-demand) does not
+# change the artifact: either engine loads the other's.
+MEMORY_RESERVATION = 4 * 1024**3
+MEMORY_GUARD_SIZE = 32 * 1024**2
+ENGINE_SETTINGS = (f"epoch_interruption=1;cranelift_opt_level=speed;memory_init_cow=1;"
+                   f"memory_reservation={MEMORY_RESERVATION};"
+                   f"memory_guard_size={MEMORY_GUARD_SIZE};v3")
 
 
 def default_cache_dir() -> Path:
@@ -58,15 +70,17 @@ class LoadedComponent:
 class Engine:
     """The process-wide wasmtime engine and compile cache."""
 
-    def __init__(self, cache_dir: Path | None) -> None:
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        config.cranelift_opt_level = "speed"
-        # Copy-on-write memory images: measured 13x faster instantiation for a
-        # componentize-py component than copying data segments. Baked into the
-        # compiled artifact, hence part of ENGINE_SETTINGS (the cache key).
-        config.memory_init_cow = True
-        self.wasmtime = wasmtime.Engine(config)
+    def __init__(self, cache_dir: Path | None, pooling: PoolingLimits | None = None) -> None:
+        """`pooling`: use wasmtime's pooling allocator with these slots (`host up`);
+        None: the on-demand allocator (checks, tests, tools)."""
+        if pooling is not None and not _can_reserve(pooling.address_space()):
+            # wasmtime's C API aborts the process when the reservation fails.
+            log.warning("cannot reserve %.1f TiB of address space for the pooling allocator "
+                        "(ulimit -v, or a small address space); instances allocate on demand",
+                        pooling.address_space() / 1024**4)
+            pooling = None
+        self.pooling = pooling
+        self.wasmtime = wasmtime.Engine(_config(pooling))
         self.cache_dir = cache_dir
         self.cache_version = f"wasmtime-py-{_wasmtime_version()};{ENGINE_SETTINGS}"
         self._ticker_stop = threading.Event()
@@ -191,6 +205,36 @@ def _kind(wasm: bytes) -> type[wc.Component] | type[wasmtime.Module]:
     """A core module (WASI preview 1 programs) or a component, from the binary's header."""
     core = wasm[:4] == b"\0asm" and wasm[4:8] == _CORE_MODULE_VERSION
     return wasmtime.Module if core else wc.Component
+def _config(pooling: PoolingLimits | None) -> wasmtime.Config:
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    config.cranelift_opt_level = "speed"
+    # Copy-on-write memory images: measured 13x faster instantiation for a
+    # componentize-py component than copying data segments. Baked into the
+    # compiled artifact, hence part of ENGINE_SETTINGS (the cache key).
+    config.memory_init_cow = True
+    config.memory_reservation = MEMORY_RESERVATION
+    config.memory_guard_size = MEMORY_GUARD_SIZE
+    if pooling is not None:
+        set_pooling_allocator(config, pooling)
+    return config
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_NORESERVE = 0x02, 0x20, 0x4000  # Linux
+
+
+def _can_reserve(size: int) -> bool:
+    """Whether `size` bytes of inaccessible address space can be mapped, as wasmtime will."""
+    address = _libc.mmap(None, size, 0, _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+    if address is None or address == ctypes.c_void_p(-1).value:
+        return False
+    _libc.munmap(address, size)
+    return True
 
 
 @contextlib.contextmanager

@@ -21,6 +21,15 @@ from wasmtime import _ffi as ffi  # the ctypes bindings of the C API
 from wasmtime.component import _enter
 from wasmtime.component._enter import catch_exceptions, maybe_raise_last_exn
 
+from host.limits import (
+    POOLING_CORE_INSTANCES_PER_INSTANCE,
+    POOLING_MAX_PER_COMPONENT,
+    POOLING_TABLE_ELEMENTS,
+    POOLING_TABLE_KEEP_RESIDENT,
+    POOLING_TABLES_PER_INSTANCE,
+    PoolingLimits,
+)
+
 _CONTEXT_PTR = ctypes.POINTER(ffi.wasmtime_context_t)
 
 
@@ -68,6 +77,7 @@ __all__ = [
     "ffi",
     "func_address",
     "maybe_raise_last_exn",
+    "set_pooling_allocator",
     "set_stdin_bytes",
     "trap_from",
     "WasiEnv",
@@ -101,6 +111,39 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
                           ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ffi.wasm_byte_t)))
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), vec)  # takes ownership of the bytes
 
+
+def set_pooling_allocator(config: wasmtime.Config, pooling: PoolingLimits) -> None:
+    """wasmtime's pooling instance allocator (the C API has it; wasmtime-py does not).
+
+    Every instance still starts fresh: a dropped instance's memory slot is reset to
+    its component's image (or zeros) before reuse, tables and instance state too
+    (tests/test_engine.py checks it). Keep-resident: host/limits.py says why.
+    """
+    pc = ffi.wasmtime_pooling_allocation_config_new()
+    try:
+        n = pooling.instances
+        ffi.wasmtime_pooling_allocation_config_total_component_instances_set(pc, n)
+        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(
+            pc, n * POOLING_CORE_INSTANCES_PER_INSTANCE)
+        ffi.wasmtime_pooling_allocation_config_total_memories_set(pc, pooling.memories)
+        ffi.wasmtime_pooling_allocation_config_total_tables_set(
+            pc, n * POOLING_TABLES_PER_INSTANCE)
+        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pc, pooling.memory_bytes)
+        ffi.wasmtime_pooling_allocation_config_table_elements_set(pc, POOLING_TABLE_ELEMENTS)
+        ffi.wasmtime_pooling_allocation_config_table_keep_resident_set(
+            pc, POOLING_TABLE_KEEP_RESIDENT)
+        ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set(
+            pc, POOLING_MAX_PER_COMPONENT)
+        ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set(
+            pc, POOLING_MAX_PER_COMPONENT)
+        ffi.wasmtime_pooling_allocation_config_max_tables_per_component_set(
+            pc, POOLING_MAX_PER_COMPONENT)
+        # wasmtime's default is 1 of each per core module; multi-memory modules exist.
+        ffi.wasmtime_pooling_allocation_config_max_memories_per_module_set(pc, 8)
+        ffi.wasmtime_pooling_allocation_config_max_tables_per_module_set(pc, 8)
+        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pc)  # copies the config
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pc)
 
 class WasiEnv:
     """Environment variables converted to C strings once, set on many WasiConfigs

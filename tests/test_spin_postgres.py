@@ -310,7 +310,7 @@ def test_v3_reads_v4_only_types_as_unsupported(postgres_port: int) -> None:
     guest.release()
 
 
-def test_v4_other_types_carry_their_name_and_text(postgres_port: int) -> None:
+def test_v4_other_types_carry_their_name_and_raw_value(postgres_port: int) -> None:
     guest = Guest(_capability(postgres_port), V4)
     db = guest.connect(_address(postgres_port))
     columns, rows = guest.ok("query", db, "SELECT 'x'::name, '1.2.3.4'::inet")
@@ -373,6 +373,33 @@ def test_each_statement_runs_on_its_own(postgres_port: int) -> None:
     guest.release()
 
 
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT g FROM generate_series(1, 100000) g) TO STDOUT",
+    "COPY t FROM STDIN",
+    "SELECT 1; SELECT 2",
+])
+def test_what_the_protocol_cannot_carry_fails_and_leaves_the_connection_usable(
+        postgres_port: int, statement: str) -> None:
+    guest = Guest(_capability(postgres_port), V3)
+    db = guest.connect(_address(postgres_port))
+    guest.ok("execute", db, "CREATE TEMP TABLE t (a int4)")
+    assert error(guest.call("execute", db, statement))[0] == "query-failed"
+    assert guest.ok("query", db, "SELECT 1")[1] == [[V("int32", 1)]]
+    guest.release()
+
+
+def test_notifications_and_notices_are_not_kept(postgres_port: int) -> None:
+    guest = Guest(_capability(postgres_port), V3)
+    db = guest.connect(_address(postgres_port))
+    guest.ok("execute", db, "LISTEN ch")
+    guest.ok("execute", db, "DO $$ BEGIN FOR i IN 1..1000 LOOP PERFORM pg_notify('ch', "
+                            "i::text); RAISE NOTICE 'n %', i; END LOOP; END $$")
+    guest.ok("execute", db, "SELECT 1")
+    conn = guest.capability.connections.get(guest.store, db).conn
+    assert not conn._notifies_backlog
+    guest.release()
+
+
 # ---------------------------------------------------------------------------
 # Bounds: the deadline, the result cap, connections per instance
 
@@ -393,6 +420,28 @@ def test_a_long_statement_answers_query_failed_at_the_deadline(
                         "WHERE query = 'SELECT pg_sleep(10)' AND state = 'active'").fetchone()
     assert row == (0,)
     guest.release()
+
+
+def test_each_statement_ends_at_its_own_deadline(postgres_port: int) -> None:
+    capability = _capability(postgres_port)
+    elapsed: dict[float, float] = {}
+
+    def sleep(seconds: float) -> None:
+        guest = Guest(capability)
+        db = guest.connect(_address(postgres_port))
+        started = time.monotonic()
+        with request_deadline(seconds):
+            assert error(guest.call("execute", db, "SELECT pg_sleep(10)"))[0] == "query-failed"
+        elapsed[seconds] = time.monotonic() - started
+        guest.release()
+
+    threads = [threading.Thread(target=sleep, args=(s,)) for s in (0.9, 0.3, 0.6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seconds, took in elapsed.items():
+        assert seconds - 0.05 < took < seconds + 0.4, elapsed
 
 
 def test_a_deadline_already_past_runs_nothing(postgres_port: int) -> None:

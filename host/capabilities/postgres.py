@@ -20,15 +20,18 @@ entry closed when the guest drops it or its instance is discarded; an
 instance holds at most `OutboundPostgresLimits.max_open_connections`. Every
 call ends by the request's deadline: the connect waits at most the time left
 (and `connect_timeout_seconds`), and a statement still running at the
-deadline is cancelled (psycopg's cancel request), its socket shut if even
-that gets no answer; the server's own `statement_timeout` caps calls made
-outside a request. Rows are streamed in chunks and counted against
-`max_result_bytes`: past it the query is cancelled and answers `query-failed`
-(as Spin does), nothing more is read. A failure is the interface's own error
-value, never a trap: `connection-failed` (open), `bad-parameter` (a parameter
-PostgreSQL cannot take: an invalid date, an unsigned integer on @2),
-`value-conversion-failed` (a value that cannot be read back), `query-failed`
-(the server's error, the deadline, the result cap, a lost connection).
+deadline is cancelled (psycopg's cancel request; one watchdog thread watches
+every statement), its socket shut if even that gets no answer; the server's
+own `statement_timeout` caps calls made outside a request. Rows are streamed
+in chunks and counted against `max_result_bytes`: past it the query is
+cancelled and answers `query-failed` (as Spin does), nothing more is read.
+A failure is the interface's own error value, never a trap:
+`connection-failed` (open), `bad-parameter` (a parameter PostgreSQL cannot
+take: an invalid date or decimal), `value-conversion-failed` (a value that
+cannot be read back; an unsigned integer on @2), `query-failed` (the server's
+error, the deadline, the result cap, a lost connection). COPY
+(which would leave the connection in copy mode) fails with query-failed;
+notifications and notices are dropped, not queued.
 
 Values map as Spin maps them: int2/int4/int8, float4/float8, bool, text,
 varchar and bpchar, bytea, date, time, timestamp and timestamptz (as UTC)
@@ -42,6 +45,7 @@ to PostgreSQL's microseconds.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import logging
 import os
@@ -61,7 +65,7 @@ import wasmtime.component as wc
 from psycopg import pq
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.generators import fetch
+from psycopg.generators import copy_end, copy_from, fetch
 from psycopg.types.json import Jsonb
 from psycopg.types.numeric import Float4, Float8, Int2, Int4, Int8
 from psycopg.types.range import Int4Range, Int8Range, NumericRange, Range
@@ -332,6 +336,16 @@ class _Cursor(psycopg.RawCursor[Any]):
             if first:
                 self._make_row = self._make_row_maker()
             return res
+        if status in (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT):
+            # psycopg would leave the connection in COPY mode: end it, then fail.
+            if status == pq.ExecStatus.COPY_IN:
+                res = yield from copy_end(self._pgconn, b"COPY FROM STDIN is not supported")
+            else:
+                while isinstance(res := (yield from copy_from(self._pgconn)), memoryview):
+                    pass  # bounded by the deadline, as any statement
+            while res:
+                res = yield from fetch(self._pgconn)
+            raise psycopg.NotSupportedError("COPY is not supported: use INSERT and SELECT")
         if status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
             if first:
                 self.pgresult = res
@@ -350,31 +364,20 @@ class _Connection:
     address: str  # for messages: the guest's address, password hidden
 
 
-class _Watchdog:
-    """Stops a statement at the deadline: a cancel request, then the socket shut."""
+class _Statement:
+    """One running statement, as the watchdog sees it."""
 
     def __init__(self, conn: psycopg.Connection[Any], grace: float) -> None:
         self.conn = conn
         self.grace = grace
         self.done = threading.Event()
         self.fired = False
-        self.timer: threading.Timer | None = None
-
-    def start(self, at: float | None) -> None:
-        if at is None:
-            return
-        self.timer = threading.Timer(max(0.0, at - time.monotonic()), self._fire)
-        self.timer.daemon = True
-        self.timer.start()
 
     def stop(self) -> None:
         self.done.set()
-        if self.timer is not None:
-            self.timer.cancel()
 
-    def _fire(self) -> None:
-        if self.done.is_set():
-            return
+    def interrupt(self) -> None:
+        """At the deadline: a cancel request; the socket shut if even that goes unanswered."""
         self.fired = True
         try:
             self.conn.cancel_safe(timeout=self.grace)
@@ -382,11 +385,58 @@ class _Watchdog:
             pass
         if not self.done.wait(self.grace):
             try:
-                fd = self.conn.pgconn.socket
-                with socket.socket(fileno=os.dup(fd)) as sock:
+                with socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock:
                     sock.shutdown(socket.SHUT_RDWR)
             except Exception:  # noqa: BLE001 - already closed
                 pass
+
+
+class _Watchdog:
+    """One thread that interrupts statements still running at their deadline.
+
+    Watching costs a heap push (a timer thread per statement would cost more
+    than a local round trip); interrupting, which may wait on the server, runs
+    on a thread of its own."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Statement]] = []
+        self._seq = 0
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, at: float, statement: _Statement) -> None:
+        with self._wake:
+            while self._heap and self._heap[0][2].done.is_set():
+                heapq.heappop(self._heap)  # finished in time: no need to wait for them
+            self._seq += 1
+            heapq.heappush(self._heap, (at, self._seq, statement))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="postgres-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is statement:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._heap and self._heap[0][2].done.is_set():
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                at, _, statement = self._heap[0]
+                now = time.monotonic()
+                if now < at:
+                    self._wake.wait(at - now)
+                    continue
+                heapq.heappop(self._heap)
+            if not statement.done.is_set():
+                threading.Thread(target=statement.interrupt, name="postgres-cancel",
+                                 daemon=True).start()
+
+
+_watchdog = _Watchdog()
 
 
 class Postgres(Capability):
@@ -494,6 +544,8 @@ class Postgres(Capability):
                            else f"{shown}: connection timeout expired") from None
         except psycopg.Error as exc:
             raise _Failure("connection-failed", f"{shown}: {_text(exc, params)}") from None
+        # Nobody reads them: psycopg would queue notifications without bound.
+        conn.pgconn.notify_handler = conn.pgconn.notice_handler = None
         conn._autocommit = True
         conn.prepare_threshold = None
         conn.cursor_factory = _Cursor
@@ -566,8 +618,10 @@ class Postgres(Capability):
             time_left(self.limits.statement_timeout_seconds)
         except DeadlineExceeded:
             raise _Failure("query-failed", f"{conn.address}: {DEADLINE_MESSAGE}") from None
-        watchdog = _Watchdog(conn.conn, self.limits.cancel_grace_seconds)
-        watchdog.start(deadline())
+        watchdog = _Statement(conn.conn, self.limits.cancel_grace_seconds)
+        at = deadline()
+        if at is not None:
+            _watchdog.watch(at, watchdog)
         cursor = _Cursor(conn.conn)
         stream = cast(Generator[Any, None, None], cursor.stream(
             statement, values or None, binary=True, size=FETCH_ROWS))
@@ -589,7 +643,7 @@ class Postgres(Capability):
             watchdog.stop()
             cursor.close()
 
-    def _query_failed(self, conn: _Connection, exc: Exception, watchdog: _Watchdog) -> _Failure:
+    def _query_failed(self, conn: _Connection, exc: Exception, watchdog: _Statement) -> _Failure:
         if watchdog.fired:
             log.warning('component "%s": PostgreSQL statement on %s stopped at the request\'s '
                         "deadline", self.component_id, conn.address)

@@ -313,9 +313,19 @@ def test_v3_reads_v4_only_types_as_unsupported(postgres_port: int) -> None:
 def test_v4_other_types_carry_their_name_and_raw_value(postgres_port: int) -> None:
     guest = Guest(_capability(postgres_port), V4)
     db = guest.connect(_address(postgres_port))
-    columns, rows = guest.ok("query", db, "SELECT 'x'::name, '1.2.3.4'::inet")
-    assert columns == [("name", V("other", "name")), ("inet", V("other", "inet"))]
-    assert rows[0][0] == V("unsupported", b"x")
+    columns, rows = guest.ok("query", db, "SELECT 'x'::name, '1.2.3.4'::inet, "
+                             "'{\"a\": 1}'::json, 7::oid, ARRAY[true]")
+    assert columns == [("name", V("other", "name")), ("inet", V("other", "inet")),
+                       ("json", V("other", "json")), ("oid", V("other", "oid")),
+                       ("array", V("other", "_bool"))]
+    # their binary form, as the server sends it (Spin's `unsupported` payload)
+    assert rows == [[V("unsupported", b"x"), V("unsupported", bytes([2, 32, 0, 4, 1, 2, 3, 4])),
+                     V("unsupported", b'{"a": 1}'), V("unsupported", (7).to_bytes(4, "big")),
+                     rows[0][4]]]
+    assert rows[0][4].tag == "unsupported"
+    # a multidimensional array does not fit array-int32
+    assert error(guest.call("query", db, "SELECT ARRAY[[1, 2], [3, 4]]"))[0] == (
+        "value-conversion-failed")
     guest.release()
 
 

@@ -159,10 +159,29 @@ class _JsonbBytesLoader(Loader):
         return bytes(data)[1:]  # after the format version byte
 
 
-_ADAPTERS = psycopg.adapt.AdaptersMap(psycopg.adapters)
-_ADAPTERS.register_loader(1186, _IntervalLoader)
-_ADAPTERS.register_loader(3802, _JsonbBytesLoader)
-_ADAPTERS.register_dumper(_Interval, _IntervalDumper)
+class _RawLoader(Loader):
+    """A type the interface does not name: its bytes as the server sent them
+    (binary format), for @4's `unsupported(list<u8>)`, as Spin gives them."""
+
+    format = pq.Format.BINARY
+
+    def load(self, data: Any) -> bytes:
+        return bytes(data)
+
+
+def _adapters() -> psycopg.adapt.AdaptersMap:
+    adapters = psycopg.adapt.AdaptersMap(psycopg.adapters)
+    for info in psycopg.adapters.types:
+        for oid in (info.oid, getattr(info, "array_oid", 0)):
+            if oid and oid not in _DATA_TYPES:
+                adapters.register_loader(oid, _RawLoader)
+    adapters.register_loader(1186, _IntervalLoader)
+    adapters.register_loader(3802, _JsonbBytesLoader)
+    adapters.register_dumper(_Interval, _IntervalDumper)
+    return adapters
+
+
+_ADAPTERS = _adapters()
 
 
 def _parameter(value: Any, unsigned_ok: bool = False) -> Any:
@@ -273,13 +292,16 @@ def _value(kind: str | None, value: Any) -> wc.Variant:
                 (text(value.lower), "inclusive" if value.lower_inc else "exclusive"),
                 None if value.upper is None else
                 (text(value.upper), "inclusive" if value.upper_inc else "exclusive")))
-        case "array-int32" | "array-int64" | "array-str":
+        case "array-int32" | "array-int64" | "array-str" | "array-decimal":
+            if any(isinstance(item, list) for item in value):
+                raise _Failure("value-conversion-failed",
+                               f"cannot read a multidimensional array as {kind}")
+            if kind == "array-decimal":
+                return wc.Variant(kind, [None if d is None else str(d) for d in value])
             return wc.Variant(kind, list(value))
-        case "array-decimal":
-            return wc.Variant(kind, [None if d is None else str(d) for d in value])
         case "interval":
             return wc.Variant(kind, (value.micros, value.days, value.months))
-    return wc.Variant("unsupported", value if isinstance(value, bytes) else str(value).encode())
+    return wc.Variant("unsupported", bytes(value))
 
 
 def _cost(value: Any) -> int:
@@ -662,8 +684,12 @@ class Postgres(Capability):
 
 
 def _type_name(cursor: _Cursor, oid: int) -> str:
+    """PostgreSQL's name for a type (`_bool` for bool[]), as Spin reports `other`."""
     info = psycopg.adapters.types.get(oid)
-    return info.name if info is not None else str(oid)
+    if info is None:
+        return str(oid)
+    name = info.name.strip('"')  # psycopg quotes "char"
+    return name if info.oid == oid else f"_{name}"
 
 
 def _redact(address: str, password: Any) -> str:

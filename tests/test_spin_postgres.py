@@ -333,6 +333,7 @@ def test_v4_other_types_carry_their_name_and_raw_value(postgres_port: int) -> No
     V("date", (2023, 2, 30)), V("time", (25, 0, 0, 0)),
     V("datetime", (2023, 1, 1, 0, 60, 0, 0)), V("uuid", "not-a-uuid"), V("jsonb", b"{"),
     V("decimal", "1.2.3"), V("decimal", "NaN"), V("range-decimal", (("x", "inclusive"), None)),
+    V("timestamp", 2**62), V("timestamp", 2**40), V("time", (1, 2, 3, 1_000_000_000)),
 ], ids=lambda v: v.tag)
 def test_invalid_parameters_answer_bad_parameter(postgres_port: int, param: wc.Variant) -> None:
     guest = Guest(_capability(postgres_port), V4)

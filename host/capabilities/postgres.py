@@ -184,7 +184,7 @@ def _adapters() -> psycopg.adapt.AdaptersMap:
 _ADAPTERS = _adapters()
 
 
-def _parameter(value: Any, unsigned_ok: bool = False) -> Any:
+def _parameter(value: Any) -> Any:
     """A guest's parameter-value as psycopg sends it; _Failure(bad-parameter) if it cannot be."""
     if not isinstance(value, wc.Variant):
         raise _Failure("bad-parameter", f"unexpected parameter {value!r}")
@@ -237,7 +237,7 @@ def _parameter(value: Any, unsigned_ok: bool = False) -> Any:
             case "interval":
                 micros, days, months = v
                 return _Interval(micros, days, months)
-    except (ValueError, OverflowError, InvalidOperation, TypeError) as exc:
+    except (ValueError, OverflowError, OSError, InvalidOperation, TypeError) as exc:
         raise _Failure("bad-parameter", f"invalid {tag} parameter {v!r}: {exc}") from None
     raise _Failure("bad-parameter", f"unknown parameter type {tag}")
 
@@ -321,7 +321,7 @@ def _down(version: str, value: wc.Variant) -> wc.Variant:
     return wc.Variant("unsupported")
 
 
-def _data_type(version: str, kind: str | None, oid: int, name: str) -> Any:
+def _data_type(version: str, kind: str | None, name: str) -> Any:
     if version == V4:
         return wc.Variant(kind) if kind else wc.Variant("other", name)
     known = _V2_TYPES if version == V2 else _V3_TYPES
@@ -629,8 +629,7 @@ class Postgres(Capability):
                  columns: list[tuple[str, Any]]) -> list[str | None]:
         kinds = [_DATA_TYPES.get(d.type_code) for d in cursor.description or ()]
         for d, kind in zip(cursor.description or (), kinds, strict=True):
-            columns.append((d.name, _data_type(version, kind, d.type_code,
-                                               _type_name(cursor, d.type_code))))
+            columns.append((d.name, _data_type(version, kind, _type_name(d.type_code))))
         return kinds
 
     def _run(self, version: str, conn: _Connection, statement: str, params: list[Any],
@@ -683,7 +682,7 @@ class Postgres(Capability):
         return _Failure("query-failed", text, record)
 
 
-def _type_name(cursor: _Cursor, oid: int) -> str:
+def _type_name(oid: int) -> str:
     """PostgreSQL's name for a type (`_bool` for bool[]), as Spin reports `other`."""
     info = psycopg.adapters.types.get(oid)
     if info is None:

@@ -27,8 +27,10 @@ run: setup
 # image layouts, make runtime bundles), htpasswd (apache2-utils: the registry's
 # bcrypt login file) and openssl (signs the registry's auth tokens). Installed
 # only when missing.
+# postgresql: its initdb/postgres live off PATH (/usr/lib/postgresql/N/bin), so it is
+# detected by pg_ctlcluster (postgresql-common, which every server version depends on).
 SYSTEM_TOOLS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo \
-  umoci:umoci htpasswd:apache2-utils openssl:openssl
+  umoci:umoci htpasswd:apache2-utils openssl:openssl pg_ctlcluster:postgresql
 # What `make bench` needs: wrk (load generator), redis-server (row k).
 BENCH_TOOLS := wrk:wrk redis-server:redis-server
 

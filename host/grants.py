@@ -22,6 +22,7 @@ from host.capabilities import AppContext, Capability, Factor
 from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
 from host.capabilities.outbound import OutboundFactor
+from host.capabilities.postgres import PostgresFactor
 from host.capabilities.redis import RedisFactor
 from host.capabilities.sqlite import SqliteFactor
 from host.capabilities.unprovided import UnprovidedFactor
@@ -38,6 +39,7 @@ FACTORS: tuple[type[Factor], ...] = (
     SqliteFactor,
     FilesFactor,
     RedisFactor,
+    PostgresFactor,
     UnprovidedFactor,  # last: links what no capability above provides
 )
 

@@ -346,3 +346,24 @@ class OciLimits:
     read_timeout_seconds: float = 60.0
     write_timeout_seconds: float = 60.0
     pool_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class OutboundPostgresLimits:
+    """Bounds on a guest's own PostgreSQL connections (`fermyon:spin/postgres`,
+    `spin:postgres`; host/capabilities/postgres.py). The timeouts are ceilings:
+    each call gets at most the time left before its request's deadline."""
+
+    connect_timeout_seconds: float = 5.0
+    # The server's statement_timeout on every guest connection: bounds a
+    # statement made outside a request; inside one the deadline comes first.
+    statement_timeout_seconds: float = 30.0
+    # At the deadline a running statement gets a cancel request; if the server
+    # has not answered this much later, its socket is shut.
+    cancel_grace_seconds: float = 1.0
+    # A query result larger than this (its values' bytes plus 32 per value)
+    # answers query-failed; rows are read in chunks and reading stops there.
+    max_result_bytes: int = 2 * MiB
+    # Connections one instance may hold open at once; past it `open` answers
+    # connection-failed("too many connections"), as Spin does.
+    max_open_connections: int = 16

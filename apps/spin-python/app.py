@@ -14,6 +14,10 @@ Routes:
   /sqlite3           spin:sqlite@3.0.0: inserts a row, returns rowid, changes and count
   /redis             fermyon:spin/redis at the variable `redis_address`: incr, set/get, sets,
                      execute, publish
+  /pg?address=A&version=V
+                     PostgreSQL at A through fermyon:spin/postgres@2.0.0 (V=2, the default),
+                     spin:postgres@3.0.0 (3) or @4.0.0 (4): creates a table, inserts a row
+                     with parameters (a NULL among them), selects every row back as JSON
   /unavailable/NAME  opens postgres, postgres3, postgres4, mysql, mqtt or calls llm: the
                      interface's own error value, as text
   /outbound?url=U    wasi:http/outgoing-handler (spin_sdk.http.send)
@@ -70,6 +74,47 @@ def unavailable(name: str) -> str:
     else:
         raise ValueError(name)
     return "no error"
+
+
+def postgres_module(version: str):
+    """(the interface's bindings, the module with its parameter-value cases)."""
+    if version == "2":
+        from spin_sdk.wit.imports import postgres, rdbms_types
+        return postgres, rdbms_types
+    if version == "3":
+        from spin_sdk.wit.imports import spin_postgres_postgres_3_0_0 as pg3  # type: ignore
+        return pg3, pg3
+    from spin_sdk.wit.imports import spin_postgres_postgres_4_0_0 as pg4
+    return pg4, pg4
+
+
+def db_value(value: object) -> object:
+    """A db-value as JSON: its case name and its value."""
+    payload = getattr(value, "value", None)
+    if isinstance(payload, bytes):
+        payload = payload.hex()
+    return [type(value).__name__.split("_", 1)[1], payload]
+
+
+def postgres_round(address: str, version: str) -> dict:
+    pg, types = postgres_module(version)
+    table = f"spin_python_notes_v{version}"
+    with pg.Connection.open(address) as db:
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id serial PRIMARY KEY, title text, "
+                   "score int4, big int8, ratio float8, ok bool, data bytea, note text)", [])
+        inserted = db.execute(
+            f"INSERT INTO {table} (title, score, big, ratio, ok, data, note) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [types.ParameterValue_Str("hello"), types.ParameterValue_Int32(42),
+             types.ParameterValue_Int64(2**40), types.ParameterValue_Floating64(0.5),
+             types.ParameterValue_Boolean(True), types.ParameterValue_Binary(b"\x00\xff"),
+             types.ParameterValue_DbNull()])
+        rows = db.query(f"SELECT title, score, big, ratio, ok, data, note FROM {table} "
+                        "WHERE score = $1 ORDER BY id", [types.ParameterValue_Int32(42)])
+    return {"inserted": inserted,
+            "columns": [[c.name, str(getattr(c.data_type, "name", c.data_type))]
+                        for c in rows.columns],
+            "rows": [[db_value(v) for v in row] for row in rows.rows]}
 
 
 def redis_round(address: str) -> dict:
@@ -141,6 +186,8 @@ class IncomingHandler(http.IncomingHandler):
                                 "count": result.rows[0].values[0].value})
         if path == "/redis":
             return as_json(redis_round(variables.get("redis_address")))
+        if path == "/pg":
+            return as_json(postgres_round(query["address"], query.get("version", "2")))
         if path.startswith("/unavailable/"):
             return text(unavailable(path.removeprefix("/unavailable/")))
         if path == "/outbound":

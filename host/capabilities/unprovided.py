@@ -1,4 +1,4 @@
-"""Spin interfaces this host does not provide yet: LLM, MQTT, MySQL, PostgreSQL.
+"""Spin interfaces this host does not provide yet: LLM, MQTT, MySQL.
 
 A Spin SDK 3.x app imports every interface of Spin's platform world whether it
 uses them or not (componentize-py binds the whole world), so refusing these at
@@ -29,10 +29,8 @@ UNPROVIDED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fermyon:spin/llm@2.0.0": ("LLM inferencing", "runtime-error", ()),
     "fermyon:spin/mqtt@2.0.0": ("MQTT", "connection-failed", ("connection",)),
     "fermyon:spin/mysql@2.0.0": ("MySQL", "connection-failed", ("connection",)),
-    "fermyon:spin/postgres@2.0.0": ("PostgreSQL", "connection-failed", ("connection",)),
-    "fermyon:spin/rdbms-types@2.0.0": ("database types", "", ()),  # types only
-    "spin:postgres/postgres@3.0.0": ("PostgreSQL", "connection-failed", ("connection",)),
-    "spin:postgres/postgres@4.0.0": ("PostgreSQL", "connection-failed", ("connection",)),
+    # types only (MySQL's; PostgreSQL@2 uses them too, with nothing to define)
+    "fermyon:spin/rdbms-types@2.0.0": ("database types", "", ()),
 }
 
 

@@ -341,7 +341,7 @@ def test_connections_per_instance_are_capped(clean_redis_url: str, admin: redis.
     g.release()
     other.release()
     assert clients(0) == 0  # a discarded instance leaves no connection open
-    assert g.capability._open == {}
+    assert g.capability.connections.live(g.store) == g.capability.connections.live(other.store) == 0
     assert OutboundRedisLimits().max_open_connections == 16
 
 

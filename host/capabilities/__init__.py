@@ -120,6 +120,11 @@ class ResourceTable(Generic[T]):
         """How many handles of this table the store holds now."""
         return len(self._by_store.get(store_key(store), ()))
 
+    def full(self, store: Any) -> bool:
+        """The store holds `max_live` handles: an `open` should answer its interface's
+        "too many" error before making a value `add` would refuse."""
+        return self.live(store) >= self.max_live
+
     def get(self, store: Any, handle: Any) -> T:
         """The value behind a handle the guest passed in (borrowed or owned)."""
         host = handle.to_host(store) if isinstance(handle, wc.ResourceAny) else handle

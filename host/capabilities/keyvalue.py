@@ -143,7 +143,7 @@ class KeyValue(Capability):
             )
             return Err(ACCESS_DENIED)
         buckets = self.buckets if table is None else table
-        if buckets is self.spin_stores and buckets.live(store) >= buckets.max_live:
+        if buckets is self.spin_stores and buckets.full(store):
             log.warning('component "%s" holds %d open key-value stores, the most one instance '
                         "may hold: store-table-full", self.component_id, buckets.max_live)
             return Err(wc.Variant("store-table-full"))

@@ -70,7 +70,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.numeric import Float4, Float8, Int2, Int4, Int8
 from psycopg.types.range import Int4Range, Int8Range, NumericRange, Range
 
-from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable, store_key
+from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host
 from host.capabilities.outbound import OutboundFactor
 from host.deadline import DeadlineExceeded, deadline, time_left
@@ -379,10 +379,9 @@ class _Cursor(psycopg.RawCursor[Any]):
 
 @dataclass
 class _Connection:
-    """One guest connection: a psycopg connection and the store that holds it."""
+    """One guest connection: a psycopg connection."""
 
     conn: psycopg.Connection[Any]
-    store: int
     address: str  # for messages: the guest's address, password hidden
 
 
@@ -470,9 +469,7 @@ class Postgres(Capability):
         self.allowed = AllowList(e for e in allowed if e.scheme in ("*", SCHEME))
         self.limits = limits or OutboundPostgresLimits()
         self.connections: ResourceTable[_Connection] = ResourceTable(
-            "postgres connection", self._close)
-        self._open: dict[int, int] = {}  # store key -> connections it holds
-        self._lock = threading.Lock()
+            "postgres connection", self._close, max_live=self.limits.max_open_connections)
 
     def tables(self) -> list[ResourceTable[Any]]:
         return [self.connections]
@@ -502,22 +499,13 @@ class Postgres(Capability):
 
     def open(self, store: Any, address: str) -> wc.ResourceHost:
         shown, params = self._target(address)
-        key = store_key(store)
-        with self._lock:
-            full = self._open.get(key, 0) >= self.limits.max_open_connections
-            if not full:
-                self._open[key] = self._open.get(key, 0) + 1
-        if full:
+        if self.connections.full(store):
             log.warning('component "%s": PostgreSQL connection to %s refused: the instance '
                         "holds %d, the most it may", self.component_id, shown,
                         self.limits.max_open_connections)
             raise _Failure("connection-failed", "too many connections")
-        try:
-            conn = self._connect(shown, params)
-        except BaseException:
-            self._release_slot(key)
-            raise
-        return self.connections.add(store, _Connection(conn, key, shown))
+        conn = self._connect(shown, params)
+        return self.connections.add(store, _Connection(conn, shown))
 
     def _target(self, address: str) -> tuple[str, dict[str, Any]]:
         """(the address as logs show it, libpq parameters), if the allow-list admits it."""
@@ -574,19 +562,8 @@ class Postgres(Capability):
         conn._adapters = psycopg.adapt.AdaptersMap(_ADAPTERS)
         return conn
 
-    def _release_slot(self, key: int) -> None:
-        with self._lock:
-            left = self._open.get(key, 0) - 1
-            if left > 0:
-                self._open[key] = left
-            else:
-                self._open.pop(key, None)
-
     def _close(self, conn: _Connection) -> None:
-        try:
-            conn.conn.close()
-        finally:
-            self._release_slot(conn.store)
+        conn.conn.close()
 
     # --- statements
 

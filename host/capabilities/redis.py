@@ -30,7 +30,6 @@ UTF-8 strings, since the interface has the case for it.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -55,7 +54,6 @@ from host.capabilities import (
     Factor,
     Ok,
     ResourceTable,
-    store_key,
 )
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host, split_url
 from host.capabilities.outbound import OutboundFactor
@@ -149,10 +147,9 @@ def _connection_class(scheme: str) -> type[redis.Connection]:
 
 @dataclass
 class _Connection:
-    """One guest connection: a redis-py connection and the store that holds it."""
+    """One guest connection: a redis-py connection."""
 
     client: redis.Connection
-    store: int
     address: str  # for messages: the guest's address, password hidden
 
 
@@ -164,10 +161,8 @@ class Redis(Capability):
         super().__init__(component_id)
         self.allowed = AllowList(e for e in allowed if e.scheme in ("*", *SCHEMES))
         self.limits = limits or OutboundRedisLimits()
-        self.connections: ResourceTable[_Connection] = ResourceTable("redis connection",
-                                                                     self._close)
-        self._open: dict[int, int] = {}  # store key -> connections it holds
-        self._lock = threading.Lock()
+        self.connections: ResourceTable[_Connection] = ResourceTable(
+            "redis connection", self._close, max_live=self.limits.max_open_connections)
 
     def tables(self) -> list[ResourceTable[Any]]:
         return [self.connections]
@@ -198,19 +193,12 @@ class Redis(Capability):
         target = self._target(address)
         if isinstance(target, Err):
             return target
-        key = store_key(store)
-        with self._lock:
-            if self._open.get(key, 0) >= self.limits.max_open_connections:
-                full = True
-            else:
-                full = False
-                self._open[key] = self._open.get(key, 0) + 1
-        if full:
+        if self.connections.full(store):
             log.warning('component "%s": Redis connection to %s refused: the instance holds '
                         "%d, the most it may (too-many-connections)", self.component_id,
                         redact_url(address), self.limits.max_open_connections)
             return TOO_MANY_CONNECTIONS
-        conn = _Connection(target, key, redact_url(address))
+        conn = _Connection(target, redact_url(address))
         try:
             target.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
         except (RedisError, OSError) as exc:
@@ -254,15 +242,7 @@ class Redis(Capability):
         return INVALID_ADDRESS
 
     def _close(self, conn: _Connection) -> None:
-        try:
-            conn.client.disconnect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-        finally:
-            with self._lock:
-                left = self._open.get(conn.store, 0) - 1
-                if left > 0:
-                    self._open[conn.store] = left
-                else:
-                    self._open.pop(conn.store, None)
+        conn.client.disconnect()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
     def _command(self, body: Callable[..., Ok | Err]) -> Callable[..., Ok | Err]:
         """A connection method: resolve the handle, run `body`, map failures to errors."""

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from host import logs
-from host.server import COMPONENT_KEY, Message, Receive, Scope, Send
+from host.server import COMPONENT_KEY, Receive, ResponseWatch, Scope, Send
 
 # Printable ASCII but space: anything else in a path or method is %-escaped, so a
 # line can never be split or forged by what a client sends.
@@ -33,27 +33,17 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status: int | None = None
-        sent = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
             await self.app(scope, receive, watch)
         except BaseException:
-            if status is None:
-                status = 500  # what uvicorn answers for an app that raised
+            watch.raised()
             raise
         finally:
             path = scope.get("raw_path") or scope["path"].encode()
-            logs.access(_escape(scope["method"]), _escape(path.split(b"?", 1)[0]), status,
-                        scope.get(COMPONENT_KEY), time.perf_counter() - start, sent)
+            logs.access(_escape(scope["method"]), _escape(path.split(b"?", 1)[0]),
+                        watch.status, scope.get(COMPONENT_KEY), time.perf_counter() - start,
+                        watch.sent)
 
 
 def _escape(text: str | bytes) -> str:

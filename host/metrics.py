@@ -70,7 +70,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from host.errors import ConfigError
-from host.server import COMPONENT_KEY, FAILURE_KEY, Message, Receive, Scope, Send
+from host.server import COMPONENT_KEY, FAILURE_KEY, Receive, ResponseWatch, Scope, Send
 
 if TYPE_CHECKING:
     from host.server import HostApp
@@ -146,26 +146,18 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status: int | None = None
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = ResponseWatch(send)
         metrics = self.metrics
         metrics.in_flight.inc()
         try:
             await self.app(scope, receive, watch)
         except BaseException:
-            if status is None:
-                status = 500  # what uvicorn answers for an app that raised
+            watch.raised()
             raise
         finally:
             metrics.in_flight.dec()
-            metrics.observe(scope.get(COMPONENT_KEY), status, time.perf_counter() - start,
-                            scope.get(FAILURE_KEY))
+            metrics.observe(scope.get(COMPONENT_KEY), watch.status,
+                            time.perf_counter() - start, scope.get(FAILURE_KEY))
 
 
 class AppCollector(Collector):

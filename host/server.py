@@ -43,6 +43,30 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+
+class ResponseWatch:
+    """An ASGI `send` that notes the response's status and body bytes on their way out,
+    for the wrappers that observe requests (access log, metrics, tracing)."""
+
+    __slots__ = ("_send", "status", "sent")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status: int | None = None
+        self.sent = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        await self._send(message)
+
+    def raised(self) -> None:
+        """The app raised: uvicorn answers 500 unless a status already went out."""
+        if self.status is None:
+            self.status = 500
+
 # What the request path tells the layers that observe it (host/access_log.py,
 # host/metrics.py, host/tracing.py), in the ASGI scope: the matched component's
 # id, its route as written in the manifest, and why a guest call failed

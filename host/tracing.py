@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from host.errors import ConfigError
 
 if TYPE_CHECKING:  # host.server is not imported here: host/capabilities imports this module
-    from host.server import Message, Receive, Scope, Send
+    from host.server import Receive, Scope, Send
 
 log = logging.getLogger("host.tracing")
 
@@ -123,6 +123,7 @@ class RequestTracing:
 
         self.app = app
         self.keys = (server.ROUTE_KEY, server.COMPONENT_KEY, server.FAILURE_KEY)
+        self.watch = server.ResponseWatch
         self.fields = {name.encode() for name in _otel.propagate.get_global_textmap().fields}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,23 +147,16 @@ class RequestTracing:
             attributes["network.peer.address"], attributes["network.peer.port"] = client[:2]
         span = _tracer.start_span(method, context=parent, kind=otel.SpanKind.SERVER,
                                   attributes=attributes)
-        status: int | None = None
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = self.watch(send)
         token = otel.context.attach(otel.trace.set_span_in_context(span, parent))
         try:
             await self.app(scope, receive, watch)
         except BaseException as exc:
             span.record_exception(exc)
-            if status is None:
-                status = 500
+            watch.raised()
             raise
         finally:
+            status = watch.status
             otel.context.detach(token)
             route_key, component_key, failure_key = self.keys
             route = scope.get(route_key)

@@ -128,6 +128,6 @@ def test_spin_sqlite_3_rowid_and_changes(store: wasmtime.Store) -> None:
 def test_unprovided_interfaces_answer_their_error_case(store: wasmtime.Store,
                                                        interface: str) -> None:
     what, case, _ = UNPROVIDED[interface]
-    answer = Unprovided("web").functions(interface).get("[static]connection.open")
+    answer = Unprovided("web").fallback(interface, "[static]connection.open")
     result = answer(store, "postgres://db:5432/x")
     assert result == Err(wc.Variant(case, f"this host does not provide {what} ({interface}) yet"))

@@ -208,7 +208,7 @@ class Capability:
                 for resource, table in self.resources(interface).items():
                     table.define(instance, resource)
                 for name, fty in types.items():
-                    func = functions.get(name)
+                    func = functions.get(name) or self.fallback(interface, name)
                     if func is None:
                         raise ComponentError(
                             f'component "{self.component_id}" imports {interface}#{name}, '
@@ -221,6 +221,11 @@ class Capability:
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         raise NotImplementedError
+
+    def fallback(self, interface: str, name: str) -> Callable[..., Any] | None:
+        """A function the component imports that `functions` does not name (None: the
+        component is refused at start-up)."""
+        return None
 
     def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
         return {}

@@ -50,9 +50,10 @@ class Unprovided(Capability):
                 for name in names}
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
-        return _AnyFunction(self._answer(interface))
+        return {}
 
-    def _answer(self, interface: str) -> Callable[..., Err]:
+    def fallback(self, interface: str, name: str) -> Callable[..., Err]:
+        """Every function of these interfaces answers the same error."""
         what, case, _ = UNPROVIDED[interface]
         message = f"this host does not provide {what} ({interface}) yet"
 
@@ -60,17 +61,6 @@ class Unprovided(Capability):
             log.warning('component "%s" called %s: %s', self.component_id, interface, message)
             return Err(wc.Variant(case, message))
         return answer
-
-
-class _AnyFunction(dict[str, Callable[..., Any]]):
-    """Every function name maps to the same answer."""
-
-    def __init__(self, answer: Callable[..., Any]) -> None:
-        super().__init__()
-        self._answer = answer
-
-    def get(self, name: str, default: Any = None) -> Callable[..., Any]:
-        return self._answer
 
 
 class UnprovidedFactor(Factor):

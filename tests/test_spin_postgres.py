@@ -24,7 +24,7 @@ import pytest
 import wasmtime
 import wasmtime.component as wc
 
-from host.capabilities import Err, Ok, store_key
+from host.capabilities import Err, HostHandle, Ok, store_key
 from host.capabilities.allowed_hosts import AllowList
 from host.capabilities.postgres import V2, V3, V4, Postgres, PostgresFactor
 from host.deadline import request_deadline
@@ -105,7 +105,7 @@ def backends(admin: psycopg.Connection[Any]) -> int:
 def test_an_allowed_address_opens(postgres_port: int, interface: str) -> None:
     guest = Guest(_capability(postgres_port), interface)
     handle = guest.connect(_address(postgres_port))
-    assert isinstance(handle, wc.ResourceHost)
+    assert isinstance(handle, HostHandle)
     assert guest.ok("execute", handle, "SELECT 1") == 1
     # the key=value form too
     guest.connect(f"host=127.0.0.1 port={postgres_port} user=postgres dbname=postgres")

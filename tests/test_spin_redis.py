@@ -21,7 +21,7 @@ import redis
 import wasmtime
 import wasmtime.component as wc
 
-from host.capabilities import Err, Ok, store_key
+from host.capabilities import Err, HostHandle, Ok, store_key
 from host.capabilities.allowed_hosts import AllowList
 from host.capabilities.redis import REDIS, Redis, RedisFactor
 from host.deadline import request_deadline
@@ -109,7 +109,7 @@ def binary(data: bytes) -> bytes:
 def test_an_allowed_address_opens(guest: Guest, clean_redis_url: str) -> None:
     port = _port(clean_redis_url)
     for address in (clean_redis_url, f"redis://127.0.0.1:{port}", f"redis://127.0.0.1:{port}/3"):
-        assert isinstance(guest.connect(address), wc.ResourceHost)
+        assert isinstance(guest.connect(address), HostHandle)
 
 
 @pytest.mark.parametrize("address", [
@@ -147,7 +147,7 @@ def test_wildcard_entries_allow_redis(clean_redis_url: str) -> None:
     port = _port(clean_redis_url)
     for entries in ([f"*://127.0.0.1:{port}"], ["redis://*:*"], ["redis://127.0.0.0/8:*"]):
         g = Guest(_capability(clean_redis_url, entries=entries))
-        assert isinstance(g.connect(clean_redis_url), wc.ResourceHost)
+        assert isinstance(g.connect(clean_redis_url), HostHandle)
         g.release()
 
 
@@ -325,7 +325,7 @@ def test_connections_per_instance_are_capped(clean_redis_url: str, admin: redis.
     first = g.connect(clean_redis_url)
     g.connect(clean_redis_url)
     assert error(g.open(clean_redis_url)) == ("too-many-connections", None)
-    assert isinstance(other.connect(clean_redis_url), wc.ResourceHost)  # the cap is per instance
+    assert isinstance(other.connect(clean_redis_url), HostHandle)  # the cap is per instance
     g.capability.connections.drop(first.rep)  # the guest drops one: room again
     g.connect(clean_redis_url)
 
@@ -385,7 +385,7 @@ allowed_outbound_hosts = ["redis://{{{{ redis_host }}}}", "https://example.com"]
         factor = grants.app.factor(RedisFactor)
         capability = factor.for_component(manifest.components["c"])
         assert [e.entry for e in capability.allowed] == [f"redis://127.0.0.1:{port}"]
-        assert isinstance(Guest(capability).connect(clean_redis_url), wc.ResourceHost)
+        assert isinstance(Guest(capability).connect(clean_redis_url), HostHandle)
     finally:
         grants.close()
 

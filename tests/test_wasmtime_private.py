@@ -42,7 +42,13 @@ FFI_FUNCTIONS = ["wasi_config_set_stdin_bytes", "wasi_config_set_env", "wasm_byt
                      "max_tables_per_module", "table_keep_resident"))]
 # Looked up in the shared library by name (host/runtime/calls.py).
 DLL_SYMBOLS = ["wasmtime_component_func_call", "wasmtime_component_func_post_return",
-               "wasmtime_component_val_delete"]
+               "wasmtime_component_val_delete",
+               # ResourceCalls
+               "wasmtime_component_resource_any_delete", "wasmtime_component_resource_any_to_host",
+               "wasmtime_component_resource_host_new", "wasmtime_component_resource_host_delete",
+               "wasmtime_component_resource_host_rep", "wasmtime_component_resource_host_type",
+               "wasmtime_component_resource_host_owned",
+               "wasmtime_component_resource_host_to_any"]
 KINDS = ["BOOL", "S8", "U8", "S16", "U16", "S32", "U32", "S64", "U64", "F32", "F64", "CHAR",
          "STRING", "LIST", "RECORD", "TUPLE", "VARIANT", "ENUM", "OPTION", "RESULT", "FLAGS",
          "RESOURCE"]

@@ -52,7 +52,14 @@ from host import tracing
 from host.errors import ComponentError
 from host.limits import MAX_LIVE_HANDLES
 from host.runtime.calls import define_func, import_func_types
-from host.runtime.marshal import Err, Ok, compile_type, host_value_adapter
+from host.runtime.marshal import (
+    Err,
+    GuestHandle,
+    HostHandle,
+    Ok,
+    compile_type,
+    host_value_adapter,
+)
 from host.runtime.wasmtime_private import context_address
 
 if TYPE_CHECKING:
@@ -60,12 +67,16 @@ if TYPE_CHECKING:
     from host.manifest import Component, Manifest
     from host.runtime_config import RuntimeConfig
 
-__all__ = ["AppContext", "Capability", "Err", "Factor", "Ok", "ResourceTable", "store_key"]
+__all__ = ["AppContext", "Capability", "Err", "Factor", "HostHandle", "Ok", "ResourceTable",
+           "store_key"]
 
 log = logging.getLogger("host.capabilities")
 
 T = TypeVar("T")
 F = TypeVar("F", bound="Factor")
+
+# Handles as the guest passed them, before `to_host`.
+_UNRESOLVED = (GuestHandle, wc.ResourceAny)
 
 # Host resource type ids: unique per resource kind in this process.
 _resource_type_ids = itertools.count(1)
@@ -96,7 +107,7 @@ class ResourceTable(Generic[T]):
         self._reps = itertools.count(1)
         self._lock = threading.Lock()
 
-    def add(self, store: Any, value: T) -> wc.ResourceHost:
+    def add(self, store: Any, value: T) -> HostHandle:
         """Store `value` for this store; returns an owned handle for the guest.
 
         Past `max_live` handles in this store the value is closed and the call
@@ -114,7 +125,7 @@ class ResourceTable(Generic[T]):
             raise wasmtime.WasmtimeError(
                 f"the guest holds {self.max_live} {self.name} handles, the most one instance "
                 "may hold at once; drop some first")
-        return wc.ResourceHost.own(rep, self.type_id)
+        return HostHandle(rep, self.type_id)
 
     def live(self, store: Any) -> int:
         """How many handles of this table the store holds now."""
@@ -127,7 +138,7 @@ class ResourceTable(Generic[T]):
 
     def get(self, store: Any, handle: Any) -> T:
         """The value behind a handle the guest passed in (borrowed or owned)."""
-        host = handle.to_host(store) if isinstance(handle, wc.ResourceAny) else handle
+        host = handle.to_host(store) if isinstance(handle, _UNRESOLVED) else handle
         entry = self._entries.get(host.rep)
         if entry is None or entry[0] != store_key(store):
             raise LookupError(f"unknown {self.name} handle")
@@ -135,7 +146,7 @@ class ResourceTable(Generic[T]):
 
     def take(self, store: Any, handle: Any) -> T:
         """Remove and return the value behind an owned handle passed to the host."""
-        host = handle.to_host(store) if isinstance(handle, wc.ResourceAny) else handle
+        host = handle.to_host(store) if isinstance(handle, _UNRESOLVED) else handle
         value = self.get(store, host)
         self._forget(host.rep)
         return value

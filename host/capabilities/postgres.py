@@ -70,7 +70,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.numeric import Float4, Float8, Int2, Int4, Int8
 from psycopg.types.range import Int4Range, Int8Range, NumericRange, Range
 
-from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
+from host.capabilities import AppContext, Capability, Err, Factor, HostHandle, Ok, ResourceTable
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host
 from host.capabilities.outbound import OutboundFactor
 from host.deadline import DeadlineExceeded, deadline, time_left
@@ -497,7 +497,7 @@ class Postgres(Capability):
 
     # --- open
 
-    def open(self, store: Any, address: str) -> wc.ResourceHost:
+    def open(self, store: Any, address: str) -> HostHandle:
         shown, params = self._target(address)
         if self.connections.full(store):
             log.warning('component "%s": PostgreSQL connection to %s refused: the instance '

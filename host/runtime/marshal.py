@@ -37,10 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import wasmtime
 import wasmtime.component as wc
 
 from host.errors import MarshalError
-from host.runtime.wasmtime_private import ffi
+from host.runtime.wasmtime_private import ResourceCalls, context_address, error_from_ptr, ffi
 
 VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)  # 32
 ENTRY_SIZE = ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t)  # 48
@@ -94,15 +95,19 @@ class Lowering:
     def keep(self, owned: Any) -> None:
         """A C-owned temporary to free after the call (arena) or to hand over (heap)."""
 
+    def keep_handle(self, address: int) -> None:
+        """A C-owned resource handle (`resource_any_t *`): as `keep`."""
+
 
 class Arena(Lowering):
     """Python-owned nodes for call parameters; alive as long as the arena."""
 
-    __slots__ = ("_alive", "_owned", "store")
+    __slots__ = ("_alive", "_owned", "_handles", "store")
 
     def __init__(self, store: Any = None) -> None:
         self._alive: list[Any] = []
         self._owned: list[Any] = []
+        self._handles: list[int] = []
         self.store = store
 
     def _chunk(self, size: int) -> tuple[Any, int]:
@@ -141,11 +146,17 @@ class Arena(Lowering):
     def keep(self, owned: Any) -> None:
         self._owned.append(owned)
 
+    def keep_handle(self, address: int) -> None:
+        self._handles.append(address)
+
     def release(self) -> None:
         """Free C-owned temporaries (resource handles) once the call is over."""
         for owned in self._owned:
             ffi.wasmtime_component_val_delete(ctypes.byref(owned))
+        for address in self._handles:
+            _any_delete(address)
         self._owned.clear()
+        self._handles.clear()
         self._alive.clear()
 
 
@@ -583,16 +594,90 @@ class _Flags(Codec):
         return out
 
 
+class HostHandle:
+    """A handle to one of the host's own resources: its table's `rep` and type id.
+
+    What host functions return for `own<T>` results and receive, once resolved,
+    for handles the guest passes in; lowered straight to a C handle (no
+    wasmtime-py objects, see `ResourceCalls`)."""
+
+    __slots__ = ("rep", "type_id", "owned")
+
+    def __init__(self, rep: int, type_id: int, owned: bool = True) -> None:
+        self.rep = rep
+        self.type_id = type_id
+        self.owned = owned
+
+    def __repr__(self) -> str:
+        return f"HostHandle(rep={self.rep}, type_id={self.type_id}, owned={self.owned})"
+
+
+class GuestHandle:
+    """A handle as the guest passed it (a C `resource_any_t *` this object owns).
+
+    `to_host` resolves it, once, to the HostHandle of a host resource; a guest
+    resource (or a second `to_host`) raises. Freed when resolved or collected."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: int) -> None:
+        self.address = address
+
+    def to_host(self, store: Any) -> HostHandle:
+        address = self.address
+        if not address:
+            raise wasmtime.WasmtimeError("resource handle already converted")
+        out = ctypes.c_void_p()
+        err = _any_to_host(context_address(store), address, ctypes.addressof(out))
+        self.address = 0
+        _any_delete(address)
+        if err:
+            raise error_from_ptr(err)
+        host = out.value
+        try:
+            return HostHandle(_host_rep(host), _host_type(host), _host_owned(host))
+        finally:
+            _host_delete(host)
+
+    def __del__(self) -> None:
+        if self.address and _any_delete is not None:  # None at interpreter exit
+            _any_delete(self.address)
+            self.address = 0
+
+
+_any_delete = ResourceCalls.any_delete
+_any_to_host = ResourceCalls.any_to_host
+_host_new = ResourceCalls.host_new
+_host_delete = ResourceCalls.host_delete
+_host_rep = ResourceCalls.host_rep
+_host_type = ResourceCalls.host_type
+_host_owned = ResourceCalls.host_owned
+_host_to_any = ResourceCalls.host_to_any
+_RESOURCE = struct.Struct("<B7xQ")
+
+
 class _Resource(Codec):
-    """Resource handles go through wasmtime-py's own conversion (ownership rules)."""
+    """Resource handles: HostHandle/GuestHandle through raw C calls; wasmtime-py's
+    own ResourceHost/ResourceAny objects through its conversion (ownership rules)."""
 
     kind = K["RESOURCE"]
-    classes = frozenset({wc.ResourceAny, wc.ResourceHost})
+    classes = frozenset({HostHandle, GuestHandle, wc.ResourceAny, wc.ResourceHost})
 
     def __init__(self, ty: Any) -> None:
         self.ty = ty
 
     def lower(self, value: Any, view: Any, off: int, mem: Lowering) -> None:
+        if type(value) is HostHandle:
+            host = _host_new(value.owned, value.rep, value.type_id)
+            out = ctypes.c_void_p()
+            err = _host_to_any(context_address(mem.store), host, ctypes.addressof(out))
+            _host_delete(host)
+            if err:
+                raise error_from_ptr(err)
+            address = out.value or 0
+            _RESOURCE.pack_into(view, off, self.kind, address)
+            mem.keep_handle(address)  # wasmtime only reads parameters: free it afterwards
+            return
         tmp = ffi.wasmtime_component_val_t()
         self.ty.convert_to_c(mem.store, value, ctypes.pointer(tmp))
         ctypes.memmove(ctypes.addressof(view) + off, ctypes.addressof(tmp), VAL_SIZE)
@@ -600,12 +685,11 @@ class _Resource(Codec):
             mem.keep(tmp)  # wasmtime only reads parameters: free our handle afterwards
 
     def lift(self, buf: bytes, off: int, addr: int) -> Any:
-        val = ffi.wasmtime_component_val_t.from_address(addr)
-        value = self.ty.convert_from_c(val)
-        # The handle now belongs to the Python object: make the node own nothing,
+        (address,) = _Q.unpack_from(buf, off + _PAYLOAD)
+        # The handle now belongs to the GuestHandle: make the node own nothing,
         # so freeing the enclosing value does not free the handle twice.
         ctypes.memset(addr, K["BOOL"], 1)
-        return value
+        return GuestHandle(address)
 
 
 # ---------------------------------------------------------------------------

@@ -71,6 +71,7 @@ def trap_from(exc: BaseException) -> int:
 
 __all__ = [
     "HostCallStore",
+    "ResourceCalls",
     "catch_exceptions",
     "context_address",
     "error_from_ptr",
@@ -82,6 +83,32 @@ __all__ = [
     "trap_from",
     "WasiEnv",
 ]
+
+
+class ResourceCalls:
+    """The C API's resource-handle calls, every pointer a plain address.
+
+    wasmtime-py wraps each handle crossing a host call in two Python objects
+    (ResourceAny, ResourceHost) with finalizers, and converts them with ~6 ctypes
+    calls made through pointer types: about a fifth of a wasi:http request's host
+    time went there. host/runtime/marshal.py uses these instead.
+    """
+
+    _v = ctypes.c_void_p
+    any_delete = ctypes.CFUNCTYPE(None, _v)(("wasmtime_component_resource_any_delete", ffi.dll))
+    any_to_host = ctypes.CFUNCTYPE(_v, _v, _v, _v)(
+        ("wasmtime_component_resource_any_to_host", ffi.dll))
+    host_new = ctypes.CFUNCTYPE(_v, ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32)(
+        ("wasmtime_component_resource_host_new", ffi.dll))
+    host_delete = ctypes.CFUNCTYPE(None, _v)(("wasmtime_component_resource_host_delete", ffi.dll))
+    host_rep = ctypes.CFUNCTYPE(ctypes.c_uint32, _v)(
+        ("wasmtime_component_resource_host_rep", ffi.dll))
+    host_type = ctypes.CFUNCTYPE(ctypes.c_uint32, _v)(
+        ("wasmtime_component_resource_host_type", ffi.dll))
+    host_owned = ctypes.CFUNCTYPE(ctypes.c_bool, _v)(
+        ("wasmtime_component_resource_host_owned", ffi.dll))
+    host_to_any = ctypes.CFUNCTYPE(_v, _v, _v, _v)(
+        ("wasmtime_component_resource_host_to_any", ffi.dll))
 
 
 def context_address(store: wasmtime.Store | wasmtime.StoreContext) -> int:

@@ -20,7 +20,7 @@ import wasmtime.component as wc
 
 from host.fields import is_field_name, is_field_value
 from host.limits import MAX_FIELD_BYTES_PER_REQUEST
-from host.runtime.marshal import Err, Ok
+from host.runtime.marshal import Err, HostHandle, Ok
 from host.wasip2.io import (
     WRITE_BUDGET,
     BytesSource,
@@ -322,7 +322,7 @@ def functions(t: Tables, outbound: Outbound | None = None) -> Functions:
         # ok, an error-code variant for err.
         if isinstance(result, Ok | Err):
             result = result.value
-        if not isinstance(result, wc.ResourceHost):
+        if not isinstance(result, (HostHandle, wc.ResourceHost)):
             exchange.error = result
             return
         r: OutgoingResponse = t.take("outgoing-response", s, result)

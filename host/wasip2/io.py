@@ -16,7 +16,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.deadline import DeadlineExceeded, time_left
-from host.runtime.marshal import Err, Ok
+from host.runtime.marshal import Err, HostHandle, Ok
 from host.wasip2.resources import Functions, Tables
 
 CHUNK = 64 * 1024  # most bytes one read returns
@@ -144,7 +144,7 @@ def functions(t: Tables) -> Functions:
         written = write(s, h, result.value)
         return written if isinstance(written, Err) else Ok(len(result.value))
 
-    def subscribe(s: Any, h: Any) -> wc.ResourceHost:
+    def subscribe(s: Any, h: Any) -> HostHandle:
         return t.add("pollable", s, Pollable())
 
     def poll(s: Any, handles: list[Any]) -> list[int]:

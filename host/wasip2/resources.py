@@ -8,9 +8,9 @@ from typing import Any
 import wasmtime
 import wasmtime.component as wc
 
-from host.capabilities import ResourceTable, _canonical, _guarded, store_key
+from host.capabilities import _UNRESOLVED, ResourceTable, _canonical, _guarded, store_key
 from host.runtime.calls import define_func
-from host.runtime.marshal import Err, Ok
+from host.runtime.marshal import Err, HostHandle, Ok
 
 # Interfaces defined by the host: all those whose signatures use wasi:io resources.
 INTERFACES = frozenset({
@@ -50,7 +50,7 @@ class Tables:
     def __getitem__(self, kind: str) -> ResourceTable[Any]:
         return self.by_kind[ALIASES.get(kind, kind)]
 
-    def add(self, kind: str, store: Any, value: Any) -> wc.ResourceHost:
+    def add(self, kind: str, store: Any, value: Any) -> HostHandle:
         return self.by_kind[kind].add(store, value)
 
     def get(self, kind: str, store: Any, handle: Any) -> Any:
@@ -83,21 +83,43 @@ def _resolve(store: Any, value: Any) -> Any:
     # wasmtime requires every borrow lent to the host to be released before the
     # call returns, and `to_host` on a borrowed handle works once only: convert
     # each handle exactly once, here, before the implementation sees it.
-    if isinstance(value, wc.ResourceAny):
+    if isinstance(value, _UNRESOLVED):
         return value.to_host(store)
-    if isinstance(value, list) and value and isinstance(value[0], wc.ResourceAny):
+    if isinstance(value, list) and value and isinstance(value[0], _UNRESOLVED):
         return [v.to_host(store) for v in value]
-    if isinstance(value, (Ok, Err)) and isinstance(value.value, wc.ResourceAny):
+    if isinstance(value, (Ok, Err)) and isinstance(value.value, _UNRESOLVED):
         return type(value)(value.value.to_host(store))
-    if isinstance(value, wc.Variant) and isinstance(value.payload, wc.ResourceAny):
+    if isinstance(value, wc.Variant) and isinstance(value.payload, _UNRESOLVED):
         return wc.Variant(value.tag, value.payload.to_host(store))
     return value
 
 
-def _resolving(func: HostFunc) -> HostFunc:
+def _resolving(fty: wc.FuncType, func: HostFunc) -> HostFunc:
+    if not any(_holds_resource(ty) for _, ty in fty.params):
+        return func  # no handle to resolve (monotonic-clock.now: 18 calls per JS request)
+
     def call(store: Any, *args: Any) -> Any:
         return func(store, *[_resolve(store, a) for a in args])
     return call
+
+
+def _holds_resource(ty: Any) -> bool:
+    """Whether a value of this type may carry a resource handle."""
+    if isinstance(ty, (wc.OwnType, wc.BorrowType)):
+        return True
+    if isinstance(ty, wc.ListType):
+        return _holds_resource(ty.element)
+    if isinstance(ty, wc.OptionType):
+        return _holds_resource(ty.payload)
+    if isinstance(ty, wc.ResultType):
+        return any(t is not None and _holds_resource(t) for t in (ty.ok, ty.err))
+    if isinstance(ty, wc.VariantType):
+        return any(t is not None and _holds_resource(t) for _, t in ty.cases)
+    if isinstance(ty, wc.RecordType):
+        return any(_holds_resource(t) for _, t in ty.fields)
+    if isinstance(ty, wc.TupleType):
+        return any(_holds_resource(t) for t in ty.elements)
+    return False
 
 
 def _unsupported(interface: str, name: str) -> HostFunc:
@@ -136,7 +158,7 @@ class WasiHost:
                             or _unsupported(name, export_name))
                     define_func(instance, export_name, export.ty, _guarded(
                         self.component_id, name, export_name,
-                        _resolving(_canonical(export.ty, func))))
+                        _resolving(export.ty, _canonical(export.ty, func))))
             defined.append(name)
         return defined
 

@@ -332,6 +332,7 @@ class HostApp:
                                            response)
             finally:
                 gate.leave(0)
+                await response.drained()  # what the guest wrote goes out before we return
             return
         except GuestError as exc:
             log.error("Error processing request: component %s: %s", executor.id, exc)

@@ -29,8 +29,11 @@ run: setup
 # only when missing.
 # postgresql: its initdb/postgres live off PATH (/usr/lib/postgresql/N/bin), so it is
 # detected by pg_ctlcluster (postgresql-common, which every server version depends on).
+# mosquitto: the MQTT broker (outbound MQTT); its broker is in /usr/sbin, off a normal
+# user's PATH, so it is detected by mosquitto_passwd (same package, /usr/bin).
 SYSTEM_TOOLS := redis-server:redis-server docker-registry:docker-registry skopeo:skopeo \
-  umoci:umoci htpasswd:apache2-utils openssl:openssl pg_ctlcluster:postgresql
+  umoci:umoci htpasswd:apache2-utils openssl:openssl pg_ctlcluster:postgresql \
+  mosquitto_passwd:mosquitto
 # What `make bench` needs: wrk (load generator), redis-server (row k).
 BENCH_TOOLS := wrk:wrk redis-server:redis-server
 

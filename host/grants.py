@@ -21,6 +21,7 @@ import wasmtime
 from host.capabilities import AppContext, Capability, Factor
 from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
+from host.capabilities.mqtt import MqttFactor
 from host.capabilities.outbound import OutboundFactor
 from host.capabilities.postgres import PostgresFactor
 from host.capabilities.redis import RedisFactor
@@ -40,6 +41,7 @@ FACTORS: tuple[type[Factor], ...] = (
     FilesFactor,
     RedisFactor,
     PostgresFactor,
+    MqttFactor,
     UnprovidedFactor,  # last: links what no capability above provides
 )
 

@@ -367,3 +367,26 @@ class OutboundPostgresLimits:
     # Connections one instance may hold open at once; past it `open` answers
     # connection-failed("too many connections"), as Spin does.
     max_open_connections: int = 16
+
+
+@dataclass(frozen=True)
+class OutboundMqttLimits:
+    """Bounds on a guest's own MQTT connections (`fermyon:spin/mqtt`,
+    host/capabilities/mqtt.py). The timeouts are ceilings: each call gets at
+    most the time left before its request's deadline."""
+
+    # TCP connect, TLS handshake and the broker's CONNACK, together.
+    connect_timeout_seconds: float = 5.0
+    # Waiting for a publish to be written and, at QoS 1/2, acknowledged:
+    # bounds a call made outside a request; inside one the deadline comes first.
+    publish_timeout_seconds: float = 30.0
+    # A larger payload answers error::other before anything is sent (Spin has
+    # no default; its runtime config's `max_payload_size_bytes` sets one). As
+    # for Redis replies: a list<u8> costs the host far more than its bytes.
+    max_payload_bytes: int = 2 * MiB
+    # A packet from the broker larger than this closes the connection: a
+    # publisher only ever receives acknowledgements (a few bytes).
+    max_incoming_packet_bytes: int = 64 * 1024
+    # Connections one instance may hold open at once (each is a socket); past
+    # it `open` answers error::too-many-connections.
+    max_open_connections: int = 16

@@ -36,6 +36,8 @@ UNSUPPORTED = {
     "outbound_networking": "this host has no network block list or socket cap; limit "
                            "destinations with allowed_outbound_hosts in spin.toml",
     "llm_compute": "this host has no AI inferencing",
+    "outbound_mqtt": "MQTT payloads (2 MiB) and connections (16 per instance) have fixed "
+                     "limits here (README, \"Outbound MQTT\")",
 }
 
 

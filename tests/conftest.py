@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests import wat
+from tests.mqtt_server import mqtt_broker, subscriber  # noqa: F401
 from tests.postgres_server import postgres_port  # noqa: F401
 from tests.redis_server import clean_redis_url, redis_url  # noqa: F401
 

@@ -78,6 +78,8 @@ def test_empty_state_dir_means_none(tmp_path: Path) -> None:
      "through one pooled client"),
     ('[outbound_networking]\nblock_networks = ["private"]\n',
      "no network block list or socket cap; limit destinations with allowed_outbound_hosts"),
+    ('[outbound_mqtt]\nmax_payload_size_bytes = 1024\n',
+     '"outbound_mqtt" is not supported by this host; remove it: MQTT payloads (2 MiB)'),
     ('log_dir = "logs"\n', "use `host up --log-dir DIR`"),
     ("max_instance_memory = 64\n", "use `host up --max-instance-memory MIB`"),
     ('x = 1\ny = 2\n', 'unknown keys "x", "y"; expected keys: state_dir,'),

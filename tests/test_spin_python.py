@@ -129,8 +129,9 @@ def test_sqlite_through_both_of_spins_interfaces(host: HostProcess) -> None:
       for name in ("postgres", "postgres3", "postgres4")],
     ("mysql", "Error_ConnectionFailed(value='this host does not provide MySQL "
               "(fermyon:spin/mysql@2.0.0) yet')"),
-    ("mqtt", "Error_ConnectionFailed(value='this host does not provide MQTT "
-             "(fermyon:spin/mqtt@2.0.0) yet')"),
+    # MQTT is provided (tests/test_spin_mqtt.py); this app may not reach the broker
+    ("mqtt", "Error_ConnectionFailed(value='address mqtt://127.0.0.1:1883 is not permitted: "
+             "allowed_outbound_hosts does not allow it; add \"mqtt://127.0.0.1:1883\"')"),
     ("llm", "Error_RuntimeError(value='this host does not provide LLM inferencing "
             "(fermyon:spin/llm@2.0.0) yet')"),
 ])

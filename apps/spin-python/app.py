@@ -18,6 +18,10 @@ Routes:
                      PostgreSQL at A through fermyon:spin/postgres@2.0.0 (V=2, the default),
                      spin:postgres@3.0.0 (3) or @4.0.0 (4): creates a table, inserts a row
                      with parameters (a NULL among them), selects every row back as JSON
+  /mqtt?address=A&topic=T&qos=Q&count=N&payload=P&username=U&password=W
+                     fermyon:spin/mqtt@2.0.0 (spin_sdk.mqtt): publishes P to T N times at QoS
+                     Q (0, 1 or 2) on one connection; answers the count and the seconds
+                     the publishes took, as the guest measured them
   /unavailable/NAME  opens postgres, postgres3, postgres4, mysql, mqtt or calls llm: the
                      interface's own error value, as text
   /outbound?url=U    wasi:http/outgoing-handler (spin_sdk.http.send)
@@ -25,9 +29,10 @@ Routes:
 """
 import hashlib
 import json
+import time
 from urllib.parse import parse_qs, urlsplit
 
-from spin_sdk import http, key_value, variables
+from spin_sdk import http, key_value, mqtt, variables
 from spin_sdk.http import Request, Response
 
 # spin_sdk.sqlite (3.4.1) imports spin_sdk.wit.imports.sqlite, but componentize-py 0.17.2 binds
@@ -135,6 +140,22 @@ def redis_round(address: str) -> dict:
             "execute": [repr(r) for r in results]}
 
 
+def mqtt_publish(query: dict) -> dict:
+    # Imported at the top: componentize-py bundles the spin_sdk modules the app imports as
+    # it is built, and spin_sdk.mqtt imported here, at run time, was not found.
+    qos = {"0": mqtt.Qos.AT_MOST_ONCE, "1": mqtt.Qos.AT_LEAST_ONCE,
+           "2": mqtt.Qos.EXACTLY_ONCE}[query.get("qos", "1")]
+    count = int(query.get("count", "1"))
+    payload = query.get("payload", "hello").encode()
+    with mqtt.open(query["address"], query.get("username", ""), query.get("password", ""),
+                   30) as conn:
+        started = time.monotonic()
+        for _ in range(count):
+            conn.publish(query["topic"], payload, qos)
+        seconds = time.monotonic() - started
+    return {"published": count, "seconds": seconds}
+
+
 class IncomingHandler(http.IncomingHandler):
     def handle_request(self, request: Request) -> Response:
         parts = urlsplit(request.uri)
@@ -188,6 +209,8 @@ class IncomingHandler(http.IncomingHandler):
             return as_json(redis_round(variables.get("redis_address")))
         if path == "/pg":
             return as_json(postgres_round(query["address"], query.get("version", "2")))
+        if path == "/mqtt":
+            return as_json(mqtt_publish(query))
         if path.startswith("/unavailable/"):
             return text(unavailable(path.removeprefix("/unavailable/")))
         if path == "/outbound":

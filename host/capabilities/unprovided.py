@@ -1,4 +1,4 @@
-"""Spin interfaces this host does not provide yet: LLM, MQTT, MySQL.
+"""Spin interfaces this host does not provide yet: LLM, MySQL.
 
 A Spin SDK 3.x app imports every interface of Spin's platform world whether it
 uses them or not (componentize-py binds the whole world), so refusing these at
@@ -27,7 +27,6 @@ log = logging.getLogger("host.capabilities")
 # interface -> (what it is, the error case that carries a message, its resources)
 UNPROVIDED: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fermyon:spin/llm@2.0.0": ("LLM inferencing", "runtime-error", ()),
-    "fermyon:spin/mqtt@2.0.0": ("MQTT", "connection-failed", ("connection",)),
     "fermyon:spin/mysql@2.0.0": ("MySQL", "connection-failed", ("connection",)),
     # types only (MySQL's; PostgreSQL@2 uses them too, with nothing to define)
     "fermyon:spin/rdbms-types@2.0.0": ("database types", "", ()),

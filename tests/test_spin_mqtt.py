@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 import wasmtime
-import wasmtime.component as wc
 
-from host.capabilities import Err, Ok, store_key
+from host.capabilities import Err, HostHandle, Ok, store_key
 from host.capabilities.allowed_hosts import AllowList
 from host.capabilities.mqtt import MQTT, Mqtt, MqttFactor
 from host.deadline import request_deadline
@@ -97,7 +96,7 @@ def test_allowed_addresses_open(guest: Guest, mqtt_broker: Broker) -> None:
                     f"mqtt://127.0.0.1:{port}?client_id=&keep_alive_secs=5",
                     f"mqtt://127.0.0.1:{port}?client_id=b&clean_session=false",
                     f"MQTT://127.0.0.1:{port}?client_id=c"):
-        assert isinstance(guest.connect(allowed), wc.ResourceHost)
+        assert isinstance(guest.connect(allowed), HostHandle)
 
 
 @pytest.mark.parametrize("target", [
@@ -162,7 +161,7 @@ def test_wildcard_entries_allow_mqtt(mqtt_broker: Broker) -> None:
     for entries in ([f"*://127.0.0.1:{port}"], ["mqtt://*:*"], ["mqtt://127.0.0.0/8:*"],
                     [f"mqtt://127.0.0.1:{port - 1}..{port + 1}"]):
         g = Guest(_capability(port, entries=entries))
-        assert isinstance(g.connect(address(port)), wc.ResourceHost)
+        assert isinstance(g.connect(address(port)), HostHandle)
         g.release()
 
 
@@ -431,7 +430,7 @@ def test_mqtts_verifies_the_broker_certificate(tls_broker: tuple[Broker, Path],
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system's CAs, as OpenSSL reads them
         conn = g.connect(target)
         assert g.publish(conn, "tls", b"encrypted", "exactly-once") == Ok(None)
-        assert isinstance(g.connect(f"mqtts://localhost:{port}?client_id=name"), wc.ResourceHost)
+        assert isinstance(g.connect(f"mqtts://localhost:{port}?client_id=name"), HostHandle)
     finally:
         g.release()
 
@@ -456,7 +455,7 @@ def test_connections_per_instance_are_capped_and_closed_with_the_instance(
     first = g.connect(address(port, "cap-1"))
     g.connect(address(port, "cap-2"))
     assert error(g.open(address(port, "cap-3"))) == ("too-many-connections", None)
-    assert isinstance(other.connect(address(port, "cap-other")), wc.ResourceHost)  # per instance
+    assert isinstance(other.connect(address(port, "cap-other")), HostHandle)  # per instance
     g.capability.connections.drop(first.rep)  # the guest drops one: room again
     assert _wait_for_log(mqtt_broker, "Client cap-1 disconnected") == 1
     g.connect(address(port, "cap-4"))
@@ -509,7 +508,7 @@ allowed_outbound_hosts = ["mqtt://{{{{ broker }}}}", "https://example.com"]
         capability = grants.app.factor(MqttFactor).for_component(manifest.components["c"])
         assert [e.entry for e in capability.allowed] == [f"mqtt://127.0.0.1:{port}"]
         g = Guest(capability)
-        assert isinstance(g.connect(address(port)), wc.ResourceHost)
+        assert isinstance(g.connect(address(port)), HostHandle)
         g.release()
     finally:
         grants.close()

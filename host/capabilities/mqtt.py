@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import wasmtime.component as wc
 
-from host.capabilities import AppContext, Capability, Err, Factor, Ok, ResourceTable
+from host.capabilities import AppContext, Capability, Err, Factor, HostHandle, Ok, ResourceTable
 from host.capabilities.allowed_hosts import AllowList, request_host, split_url
 from host.capabilities.outbound import OutboundFactor
 from host.deadline import DeadlineExceeded, time_left
@@ -175,7 +175,7 @@ class Mqtt(Capability):
     # --- open
 
     def open(self, store: Any, address: str, username: str, password: str,
-             keep_alive: int) -> wc.ResourceHost:
+             keep_alive: int) -> HostHandle:
         target = self._target(address)
         if self.connections.full(store):
             log.warning('component "%s": MQTT connection to %s refused: the instance holds '

@@ -14,6 +14,7 @@ HostError                 start-up and command failures, shown to the user
 GuestError                a request failed in its guest: 500, logged, never a traceback
  +-- GuestTimeout         the guest ran past its deadline: 504
  +-- GuestTrap            the guest trapped (a wasm trap, a limit, a failed host function): 500
+ +-- HandlerError         a message handler returned its interface's error (Redis trigger)
  +-- OutputTooLarge       a WAGI program printed more than the response limit
  +-- CgiError             a WAGI program's output is not CGI: carries the status to answer
 BackendError              a key-value store failed; the guest sees it as `error::other`
@@ -101,6 +102,10 @@ class GuestTimeout(GuestError):
 
 class GuestTrap(GuestError):
     """The guest trapped: a wasm trap, a limit hit, a host function that failed."""
+
+
+class HandlerError(GuestError):
+    """A message handler returned its interface's error value (logged, not a trap)."""
 
 
 class OutputTooLarge(GuestError):

@@ -22,7 +22,8 @@ MarshalError (TypeError)  a value does not fit the WIT type it crosses the bound
 
 Every HostError message is one line meant for the user; the CLI prints it and
 exits non-zero, never with a traceback. A GuestError is the guest's fault and
-becomes a response in one place (host/server.py). Any other exception raised on
+becomes a response in one place (host/server.py), or, for a Redis message, a log
+line (host/redis_trigger.py). Any other exception raised on
 the request path is a host bug: it is logged with its traceback and answers 500.
 
 Internal errors that never leave their module stay there: `ExportNotFound`

@@ -8,6 +8,7 @@ Messages are counted in what the guests wrote, never by timing.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -242,6 +243,22 @@ def test_with_workers_each_message_is_handled_once(printer: Path, cache_dir: Pat
         assert host.stop() == 0
 
 
+def test_a_replaced_worker_subscribes_again(printer: Path, cache_dir: Path, tmp_path: Path,
+                                           clean_redis_url: str, admin: redis.Redis) -> None:
+    app = _app(tmp_path, printer, _address(clean_redis_url))
+    with _host(app, cache_dir, "--workers", "2") as host:
+        workers = host.children()
+        for pid in workers:  # whichever subscribes, its slot gets a new worker
+            os.kill(pid, signal.SIGKILL)
+        for pid in workers:
+            assert host.wait_for_output(f"(replaces worker {pid})", timeout=60), host.output
+        # The new worker of slot 0 subscribed before it served; the killed one is gone.
+        assert admin.pubsub_numsub(CHANNEL) == [(CHANNEL.encode(), 1)]
+        assert _publish(admin, ["x-after"]) == [1]
+        assert host.wait_for_output("[printer] got x-after")
+        assert host.stop() == 0
+
+
 def test_an_unreachable_address_stops_start_up(printer: Path, cache_dir: Path,
                                                tmp_path: Path) -> None:
     address = f"redis://127.0.0.1:{free_port()}"
@@ -341,12 +358,7 @@ class _Blocking:
 def test_at_the_cap_the_subscriber_stops_reading(clean_redis_url: str,
                                                  admin: redis.Redis) -> None:
     handler = _Blocking()
-    subscription = Subscription(_address(clean_redis_url), {CHANNEL: ("blocking",)})
-    app = App.__new__(App)
-    app.subscriptions = (subscription,)
-    app.message_executors = {"blocking": handler}  # type: ignore[dict-item]
-    triggers = RedisTriggers(app, RedisTriggerLimits(max_in_flight=2))
-    triggers.connect()
+    triggers = _triggers(clean_redis_url, handler, RedisTriggerLimits(max_in_flight=2))
     try:
         triggers.start()
         assert _publish(admin, ["m1", "fail", "m3", "m4", "m5"]) == [1] * 5
@@ -360,6 +372,52 @@ def test_at_the_cap_the_subscriber_stops_reading(clean_redis_url: str,
             handler.release.release()
         assert triggers.drain(deadline=time.monotonic() + 30) == 0
         assert triggers.counts() == {("blocking", "ok"): 4, ("blocking", "error"): 1}
+    finally:
+        triggers.close()
+
+
+def _triggers(url: str, handler: object, limits: RedisTriggerLimits) -> RedisTriggers:
+    """Subscribers for one channel whose messages go to `handler`, connected."""
+    app = App.__new__(App)  # only what RedisTriggers reads
+    app.subscriptions = (Subscription(_address(url), {CHANNEL: ("blocking",)}),)
+    app.message_executors = {"blocking": handler}  # type: ignore[dict-item]
+    triggers = RedisTriggers(app, limits)
+    triggers.connect()
+    return triggers
+
+
+def _wait_logged(caplog: pytest.LogCaptureFixture, needle: str) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [r.getMessage() for r in caplog.records if needle in r.getMessage()]
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError(f"{needle!r} not logged: {[r.getMessage() for r in caplog.records]}")
+
+
+def test_a_server_that_stops_answering_is_detected_by_ping(
+        clean_redis_url: str, admin: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    handler = _Blocking()
+    limits = RedisTriggerLimits(health_check_interval_seconds=0.3, connect_timeout_seconds=0.5,
+                                reconnect_delays=(0.05, 0.2))
+    triggers = _triggers(clean_redis_url, handler, limits)
+    try:
+        triggers.start()
+        handler.release.release()
+        assert _publish(admin, ["m1"]) == [1]
+        assert handler.wait_started(1) == [b"m1"]
+        with caplog.at_level(logging.WARNING, logger="host.redis_trigger"):
+            # Redis holds every client's commands (the subscriber's PING too) for 1.5 s,
+            # without closing a connection.
+            admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            lost = _wait_logged(caplog, "lost the subscription")
+            assert "no answer to PING within 0.5 s" in lost, lost
+            again = _wait_logged(caplog, "subscribed again")
+        assert "(1 attempt)" not in again  # connecting during the pause failed too
+        handler.release.release()
+        assert _publish(admin, ["m2"]) == [1]
+        assert handler.wait_started(2) == [b"m1", b"m2"]
     finally:
         triggers.close()
 

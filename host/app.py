@@ -16,9 +16,12 @@ from typing import TextIO
 
 import wasmtime.component as wc
 
+from host.backends.redis import redact_url
 from host.capabilities.sqlite import SqliteStatement
-from host.errors import ComponentError
+from host.capabilities.variables import VariablesFactor
+from host.errors import ComponentError, ConfigError
 from host.executors.component import ComponentExecutor
+from host.executors.redis import InboundRedisExecutor
 from host.executors.wagi import WagiExecutor, WagiProgram
 from host.executors.wasi_http import (
     WasiHttpExecutor,
@@ -41,11 +44,13 @@ from host.manifest import (
     Manifest,
     StaticResponse,
     UrlSource,
+    redis_address_problem,
 )
 from host.routing import Router
 from host.runtime.engine import Engine, LoadedComponent
 from host.runtime_config import RuntimeConfig
 from host.stdio import ComponentStdio
+from host.templates import render
 
 log = logging.getLogger("host.app")
 
@@ -84,6 +89,19 @@ class AppSettings:
 Executor = ComponentExecutor | WasiHttpExecutor | WagiExecutor
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """One Redis server's `[[trigger.redis]]`s, variables rendered: a subscriber's work
+    (host/redis_trigger.py). As in Spin, one subscriber per distinct address."""
+
+    address: str  # may hold a password: log `shown`
+    channels: Mapping[str, tuple[str, ...]]  # channel -> component ids, in manifest order
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.address)
+
+
 @dataclass
 class App:
     manifest: Manifest
@@ -91,11 +109,16 @@ class App:
     executors: dict[str, Executor]  # by trigger id (component executors are shared)
     static_responses: dict[str, StaticResponse]  # by trigger id
     grants: Grants
+    subscriptions: tuple[Subscription, ...] = ()
+    message_executors: dict[str, InboundRedisExecutor] = field(default_factory=dict)  # by id
 
     def close(self) -> None:
-        for executor in {id(e): e for e in self.executors.values()}.values():
+        executors: list[Executor | InboundRedisExecutor] = [*self.executors.values(),
+                                                            *self.message_executors.values()]
+        for executor in {id(e): e for e in executors}.values():
             executor.close()
-            executor.stdio.close()
+        for stdio in {id(e.stdio): e.stdio for e in executors}.values():
+            stdio.close()
         self.grants.close()
 
 
@@ -135,12 +158,36 @@ def load_app(
     try:
         executors = {t.id: loader.executor(t) for t in manifest.triggers
                      if t.component is not None}
+        subscriptions = redis_subscriptions(manifest, grants)
+        message_executors = {cid: loader.message_executor(cid)
+                             for cid in dict.fromkeys(t.component for t in manifest.redis_triggers)}
     except BaseException:
         loader.close()
         grants.close()
         raise
     statics = {t.id: t.static_response for t in manifest.triggers if t.static_response}
-    return App(manifest, router, executors, statics, grants)
+    return App(manifest, router, executors, statics, grants, subscriptions, message_executors)
+
+
+def redis_subscriptions(manifest: Manifest, grants: Grants) -> tuple[Subscription, ...]:
+    """The app's `[[trigger.redis]]`s grouped by rendered address, as Spin groups them;
+    an address that does not render to a Redis URL is a ConfigError naming the trigger."""
+    variables = grants.app.factors[VariablesFactor]
+    assert isinstance(variables, VariablesFactor)
+    by_address: dict[str, dict[str, list[str]]] = {}
+    for trigger in manifest.redis_triggers:
+        template = trigger.address or manifest.application.redis_address or ""
+        address = render(template, variables.values)
+        problem = redis_address_problem(address)
+        if problem is not None:
+            where = ("address" if trigger.address is not None
+                     else "[application.trigger.redis] address")
+            raise ConfigError(f"{manifest.path}: [[trigger.redis]] '{trigger.id}' {where} "
+                              f'"{redact_url(template)}" renders to {problem}')
+        channel = render(trigger.channel, variables.values)
+        by_address.setdefault(address, {}).setdefault(channel, []).append(trigger.component)
+    return tuple(Subscription(address, {channel: tuple(ids) for channel, ids in channels.items()})
+                 for address, channels in by_address.items())
 
 
 def reload_components(app: App, engine: Engine, settings: AppSettings,
@@ -159,7 +206,9 @@ def reload_components(app: App, engine: Engine, settings: AppSettings,
     except BaseException:
         loader.close()
         raise
-    return App(manifest, app.router, executors, app.static_responses, app.grants)
+    # `host watch` refuses apps with Redis triggers (host/cli.py): nothing to reload there.
+    return App(manifest, app.router, executors, app.static_responses, app.grants,
+               app.subscriptions, app.message_executors)
 
 
 class _Loader:
@@ -175,7 +224,7 @@ class _Loader:
         self.report = report
         self.loaded: dict[str, tuple[LoadedComponent, ComponentStdio]] = {}
         self.component_executors: dict[str, ComponentExecutor | WasiHttpExecutor] = {}
-        self.made: list[Executor] = []
+        self.made: list[Executor | InboundRedisExecutor] = []
 
     def executor(self, trigger: HttpTrigger) -> Executor:
         assert trigger.component is not None
@@ -206,6 +255,26 @@ class _Loader:
             per = (time.perf_counter() - start) / self.settings.pool_size
             self.report(f"{component.id}: {self.settings.pool_size} instances ready "
                         f"({per * 1000:.2f} ms each)")
+        return executor
+
+    def message_executor(self, component_id: str) -> InboundRedisExecutor:
+        """The executor of a component that `[[trigger.redis]]`s call (its own pool, beside
+        any an HTTP trigger of the same component has)."""
+        component = self.manifest.components[component_id]
+        loaded, stdio = self._load(component)
+        if component.id not in self.component_grants:
+            self.component_grants[component.id] = self.grants.for_component(component)
+        start = time.perf_counter()
+        executor = InboundRedisExecutor(
+            self.engine, component.id, loaded, {**component.environment, **self.settings.env},
+            stdio, self.component_grants[component.id], limits=self._limits(component),
+            pool_size=self.settings.pool_size)
+        self.made.append(executor)
+        executor.start()
+        if self.settings.pool_size:
+            per = (time.perf_counter() - start) / self.settings.pool_size
+            self.report(f"{component.id}: {self.settings.pool_size} instances ready for Redis "
+                        f"messages ({per * 1000:.2f} ms each)")
         return executor
 
     def _component_executor(self, component: Component, loaded: LoadedComponent,

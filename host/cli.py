@@ -205,6 +205,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{manifest.path}: OK")
         print("Routes (in precedence order):")
         print("\n".join(route_lines(app.manifest, app.router, "")))
+        if app.subscriptions:
+            print("Redis channels (not connected to by check):")
+            print("\n".join(f"  {s.shown}/{channel}: [{','.join(ids)}]"
+                             for s in app.subscriptions for channel, ids in s.channels.items()))
     finally:
         app.close()
     return EXIT_OK

@@ -35,6 +35,7 @@ from host.limits import (
     KeyValueLimits,
     Limits,
     MiB,
+    RedisTriggerLimits,
     default_max_concurrent,
 )
 from host.manifest import Manifest
@@ -46,6 +47,7 @@ from host.tls import TlsFiles
 DEFAULT_LISTEN = "127.0.0.1:3000"
 ENV_PREFIX = "SPINHOST_"
 FREE_PORT_ATTEMPTS = 10  # --find-free-port: the port asked for and the next 9
+MAX_CONCURRENT_MESSAGES = 1024  # each is a handler thread and an instance slot
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -76,7 +78,7 @@ class Option:
         return env_name(self.flag)
 
 
-_H, _KV, _L = HttpLimits(), KeyValueLimits(), Limits()
+_H, _KV, _L, _RT = HttpLimits(), KeyValueLimits(), Limits(), RedisTriggerLimits()
 _IMAGE = ("; or an OCI image: a layout directory, a .tar of one, or a registry reference "
           "like registry.example.com/apps/web:1.0")
 
@@ -173,9 +175,16 @@ SERVE = [
     Option("max_guest_threads", ("--max-guest-threads",), int, metavar="N",
            help="threads running guest calls, process-wide (default: "
                 "--max-concurrent-requests x the number of components)"),
+    Option("max_concurrent_messages", ("--max-concurrent-messages",), int, metavar="N",
+           help=f"Redis trigger: messages one subscriber (Redis address) handles at once; "
+                f"at N it stops reading and Redis holds the rest (default "
+                f"{_RT.max_in_flight}: one at a time, in order, as Spin)"),
+    Option("max_message_bytes", ("--max-message-bytes",), int, metavar="N",
+           help=f"Redis trigger: larger messages are logged and not handled "
+                f"(default {_RT.max_message_bytes})"),
     Option("drain_timeout", ("--drain-timeout",), float, metavar="SECONDS",
-           help=f"on SIGTERM/SIGINT, how long in-flight requests may finish "
-                f"(default {_H.drain_seconds:g})"),
+           help=f"on SIGTERM/SIGINT, how long in-flight requests and Redis messages may "
+                f"finish (default {_H.drain_seconds:g})"),
     Option("log_format", ("--log-format",), str, choices=logs.FORMATS,
            help="plain text, or one JSON object per line (default plain)"),
     Option("no_access_log", ("--no-access-log",), "bool",
@@ -247,6 +256,7 @@ class Config:
     deadlines: Mapping[str, float] = field(default_factory=dict)  # --request-timeout ID=S
     http: HttpLimits = HttpLimits()
     key_value: KeyValueLimits = KeyValueLimits()
+    redis_trigger: RedisTriggerLimits = RedisTriggerLimits()
 
     @classmethod
     def load(cls, command: str, flags: Mapping[str, Any], environ: Mapping[str, str],
@@ -308,6 +318,12 @@ class Config:
             ),
             key_value=_key_value_limits(
                 r.integer("max_key_value_bytes", _KV.max_value_bytes, minimum=1)),
+            redis_trigger=replace(
+                _RT,
+                max_in_flight=r.integer("max_concurrent_messages", _RT.max_in_flight,
+                                        minimum=1, maximum=MAX_CONCURRENT_MESSAGES),
+                max_message_bytes=r.integer("max_message_bytes", _RT.max_message_bytes,
+                                            minimum=1)),
         )
 
     def state_dir_for(self, manifest: Manifest, runtime_config: RuntimeConfig,

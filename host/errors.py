@@ -14,6 +14,7 @@ HostError                 start-up and command failures, shown to the user
 GuestError                a request failed in its guest: 500, logged, never a traceback
  +-- GuestTimeout         the guest ran past its deadline: 504
  +-- GuestTrap            the guest trapped (a wasm trap, a limit, a failed host function): 500
+ +-- HandlerError         a message handler returned its interface's error (Redis trigger)
  +-- OutputTooLarge       a WAGI program printed more than the response limit
  +-- CgiError             a WAGI program's output is not CGI: carries the status to answer
 BackendError              a key-value store failed; the guest sees it as `error::other`
@@ -21,7 +22,8 @@ MarshalError (TypeError)  a value does not fit the WIT type it crosses the bound
 
 Every HostError message is one line meant for the user; the CLI prints it and
 exits non-zero, never with a traceback. A GuestError is the guest's fault and
-becomes a response in one place (host/server.py). Any other exception raised on
+becomes a response in one place (host/server.py), or, for a Redis message, a log
+line (host/redis_trigger.py). Any other exception raised on
 the request path is a host bug: it is logged with its traceback and answers 500.
 
 Internal errors that never leave their module stay there: `ExportNotFound`
@@ -101,6 +103,10 @@ class GuestTimeout(GuestError):
 
 class GuestTrap(GuestError):
     """The guest trapped: a wasm trap, a limit hit, a host function that failed."""
+
+
+class HandlerError(GuestError):
+    """A message handler returned its interface's error value (logged, not a trap)."""
 
 
 class OutputTooLarge(GuestError):

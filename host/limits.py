@@ -305,6 +305,39 @@ class OutboundRedisLimits(RedisLimits):
 
 
 @dataclass(frozen=True)
+class RedisTriggerLimits:
+    """Bounds on the Redis trigger's subscribers (`[[trigger.redis]]`, host/redis_trigger.py).
+
+    Each message runs in a fresh instance under the component's `Limits` (memory,
+    `--request-timeout`), exactly as an HTTP request does.
+    """
+
+    # Handler calls one subscriber (one Redis address) runs at once
+    # (`--max-concurrent-messages`). 1 is Spin's: one message after the other, in
+    # the order Redis delivered them. At the cap the subscriber stops reading: the
+    # messages wait in the socket and in Redis's output buffer for the
+    # subscriber, and Redis disconnects a subscriber whose buffer passes its
+    # `client-output-buffer-limit pubsub` (default 32 MiB, or 8 MiB for 60 s);
+    # the subscriber then reconnects, and what was in the buffer is lost.
+    max_in_flight: int = 1
+    # A larger message is logged and dropped, never handed to a component: a
+    # payload crosses into the guest as one list<u8>, ~85 bytes of host memory
+    # per byte (`--max-message-bytes`).
+    max_message_bytes: int = 1 * MiB
+    # Connecting (and AUTH, SELECT, SUBSCRIBE), and reading the rest of a message
+    # once its first bytes have come.
+    connect_timeout_seconds: float = 5.0
+    # An idle subscription is PINGed this often; no reply within
+    # connect_timeout_seconds counts as a lost connection (a server or network
+    # that went away without closing it).
+    health_check_interval_seconds: float = 30.0
+    # After a lost connection: the first delay before reconnecting, doubling
+    # with each failed attempt up to the second; the outage is logged once when
+    # it starts and once when it ends.
+    reconnect_delays: tuple[float, float] = (0.1, 10.0)
+
+
+@dataclass(frozen=True)
 class KeyValueLimits:
     """Bounds on key-value calls; Spin documents values of at most 1 MB."""
 

@@ -148,12 +148,28 @@ class HttpTrigger:
 
 
 @dataclass(frozen=True)
+class RedisTrigger:
+    """A `[[trigger.redis]]` entry: messages on `channel` go to `component`.
+
+    `channel` and `address` may hold `{{ variable }}` templates over app
+    variables, rendered at start-up (host/app.py); `address` None means the
+    app's `[application.trigger.redis] address`.
+    """
+
+    id: str
+    channel: str
+    component: str
+    address: str | None = None
+
+
+@dataclass(frozen=True)
 class Application:
     name: str
     version: str | None = None
     description: str | None = None
     authors: tuple[str, ...] = ()
     base: str = "/"
+    redis_address: str | None = None  # `[application.trigger.redis] address`
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,7 @@ class Manifest:
     triggers: tuple[HttpTrigger, ...]
     components: Mapping[str, Component]
     warnings: tuple[str, ...] = ()
+    redis_triggers: tuple[RedisTrigger, ...] = ()
 
     @property
     def dir(self) -> Path:
@@ -210,6 +227,7 @@ _LABEL = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*\Z")
 TOP_KEYS = ("spin_manifest_version", "application", "variables", "trigger", "component")
 APPLICATION_KEYS = ("name", "version", "description", "authors", "targets", "trigger", "tool")
 APP_HTTP_KEYS = ("base",)
+APP_REDIS_KEYS = ("address",)
 VARIABLE_KEYS = ("description", "default", "required", "secret")
 COMPONENT_KEYS = (
     "source", "description", "variables", "environment", "files", "exclude_files",
@@ -225,17 +243,20 @@ PROFILE_BUILD_KEYS = ("command",)
 HTTP_TRIGGER_KEYS = (
     "id", "component", "components", "dependencies", "route", "executor", "static_response",
 )
+REDIS_TRIGGER_KEYS = ("id", "component", "components", "dependencies", "channel", "address")
+TRIGGER_TYPES = ("http", "redis")
 EXECUTOR_KEYS = ("type", "argv", "entrypoint")
 STATIC_RESPONSE_KEYS = ("status_code", "headers", "body")
 V1_TOP_KEYS = ("spin_manifest_version", "spin_version", "name", "version", "description",
                "authors", "trigger", "variables", "component")
-V1_TRIGGER_KEYS = ("type", "base")
+V1_TRIGGER_KEYS = ("type", "base", "address")
 V1_COMPONENT_KEYS = (
     "id", "source", "description", "files", "exclude_files", "environment",
     "allowed_http_hosts", "allowed_outbound_hosts", "key_value_stores", "sqlite_databases",
     "ai_models", "build", "config", "trigger",
 )
-V1_COMPONENT_TRIGGER_KEYS = ("route", "executor")
+V1_TRIGGER_SETTINGS = {"http": ("base",), "redis": ("address",)}
+V1_COMPONENT_TRIGGER_KEYS = {"http": ("route", "executor"), "redis": ("channel", "address")}
 
 
 def unknown_key_message(where: str, key: str, value: Any, known: Collection[str]) -> str:
@@ -407,8 +428,8 @@ def _parse_v2(path: Path, data: dict[str, Any], warnings: list[str]) -> Manifest
     top.take_any("spin_manifest_version")
     app_table = top.table("application", "[application]", required=True, keys=APPLICATION_KEYS)
     assert app_table is not None
-    application = _parse_application(app_table, warnings)
     variables = _parse_variables(top.table("variables", "[variables]"))
+    application = _parse_application(app_table, variables, warnings)
     comp_tables = top.table("component", "[component]")
     components: dict[str, Component] = {}
     if comp_tables is not None:
@@ -420,8 +441,12 @@ def _parse_v2(path: Path, data: dict[str, Any], warnings: list[str]) -> Manifest
             components[cid] = _parse_component(cid, table, variables, warnings)
     trig = top.table("trigger", "[trigger]", required=True)
     assert trig is not None
-    triggers = _parse_triggers(trig, components, variables, warnings)
+    triggers, redis_triggers = _parse_triggers(trig, components, variables, warnings)
     top.finish()
+    for trigger in redis_triggers:
+        if trigger.address is None and application.redis_address is None:
+            trig.fail(f"[[trigger.redis]] '{trigger.id}' has no Redis address: set address = "
+                      '"redis://HOST:PORT" on it, or in [application.trigger.redis]')
     return Manifest(
         path=path,
         application=application,
@@ -429,10 +454,12 @@ def _parse_v2(path: Path, data: dict[str, Any], warnings: list[str]) -> Manifest
         triggers=tuple(triggers),
         components=MappingProxyType(components),
         warnings=tuple(warnings),
+        redis_triggers=tuple(redis_triggers),
     )
 
 
-def _parse_application(t: _Table, warnings: list[str]) -> Application:
+def _parse_application(t: _Table, variables: Mapping[str, Variable],
+                       warnings: list[str]) -> Application:
     name = t.string("name", required=True)
     assert name is not None
     version = t.string("version")
@@ -443,6 +470,7 @@ def _parse_application(t: _Table, warnings: list[str]) -> Application:
     if tool is not None and not isinstance(tool, dict):
         t.key_error("tool", f"expected a table, got {_show(tool)}")
     base = "/"
+    redis_address: str | None = None
     triggers = t.table("trigger", "[application.trigger]")
     if triggers is not None:
         http = triggers.table("http", "[application.trigger.http]", keys=APP_HTTP_KEYS)
@@ -458,9 +486,13 @@ def _parse_application(t: _Table, warnings: list[str]) -> Application:
             warnings.append(
                 "[application.trigger.http] base is deprecated and has no effect; remove it"
             )
+        redis = triggers.table("redis", "[application.trigger.redis]", keys=APP_REDIS_KEYS)
+        if redis is not None:
+            redis_address = _redis_address(redis, variables, required=True)
+            redis.finish()
         triggers.finish()
     t.finish()
-    return Application(name, version, description, authors, base)
+    return Application(name, version, description, authors, base, redis_address)
 
 
 def _parse_variables(t: _Table | None) -> dict[str, Variable]:
@@ -663,27 +695,24 @@ def _parse_triggers(
     components: dict[str, Component],
     variables: Mapping[str, Variable],
     warnings: list[str],
-) -> list[HttpTrigger]:
-    kinds = list(t.data)
-    for kind in kinds:
-        if kind != "http":
-            t.fail(f"[[trigger.{kind}]]: trigger type '{kind}' is not supported (only http)")
-    entries = t.data.pop("http", [])
-    if not isinstance(entries, list) or not entries:
+) -> tuple[list[HttpTrigger], list[RedisTrigger]]:
+    for kind in t.data:
+        if kind not in TRIGGER_TYPES:
+            t.fail(f"[[trigger.{kind}]]: trigger type '{kind}' is not supported "
+                   "(only http and redis)")
+    http = _trigger_tables(t, "http", HTTP_TRIGGER_KEYS)
+    redis = _trigger_tables(t, "redis", REDIS_TRIGGER_KEYS)
+    if not http and not redis:
         t.fail("[[trigger.http]] must be a non-empty array of tables")
-    parsed: list[tuple[_Table, str | None, Any]] = []
-    for n, raw in enumerate(entries, start=1):
-        tt = _Table(t.file, f"[[trigger.http]] #{n}", raw, HTTP_TRIGGER_KEYS)
-        tid = tt.string("id")
-        parsed.append((tt, tid, raw))
-    explicit = [tid for _, tid, _ in parsed if tid]
-    for tid in explicit:
-        if explicit.count(tid) > 1:
-            t.fail(f'[[trigger.http]]: duplicate trigger id "{tid}"')
+    explicit = [tid for _, tid in http + redis if tid]
+    for given in explicit:
+        if explicit.count(given) > 1:
+            kind = "http" if any(i == given for _, i in http) else "redis"
+            t.fail(f'[[trigger.{kind}]]: duplicate trigger id "{given}"')
     used_ids = set(explicit)
     triggers: list[HttpTrigger] = []
     counter = 0
-    for tt, tid, _ in parsed:
+    for tt, tid in http:
         comp_value = tt.take_any("component")
         if tid is None:
             if isinstance(comp_value, str):
@@ -701,24 +730,7 @@ def _parse_triggers(
             used_ids.add(tid)
         tt.where = f"[[trigger.http]] '{tid}'"
         static = _parse_static_response(tt)
-        component_id: str | None = None
-        if isinstance(comp_value, str):
-            if comp_value not in components:
-                tt.key_error("component", f'no such component "{comp_value}"')
-            component_id = comp_value
-        elif isinstance(comp_value, dict):
-            inline_id = f"{tid}-component"
-            if id_error(inline_id, "-", False) or inline_id in components:
-                k = 1
-                while f"inline-component{k}" in components:
-                    k += 1
-                inline_id = f"inline-component{k}"
-            ct = _Table(t.file, f"{tt.where} inline component", comp_value, COMPONENT_KEYS)
-            components[inline_id] = _parse_component(inline_id, ct, variables, warnings)
-            component_id = inline_id
-        elif comp_value is not None:
-            tt.key_error("component",
-                         f"expected a component id or a table, got {_show(comp_value)}")
+        component_id = _trigger_component(tt, tid, comp_value, components, variables, warnings)
         if (component_id is None) == (static is None):
             tt.fail(
                 "Triggers must specify either component or static_response - "
@@ -726,14 +738,139 @@ def _parse_triggers(
             )
         route = _parse_route(tt, tid)
         executor = _parse_executor(tt, tid)
-        tt.take_any("components")  # reserved by Spin for trigger types other than http
-        if tt.take_any("dependencies"):
-            tt.key_error("dependencies", "trigger dependencies are not supported by this host "
-                         "yet; remove the key")
-        tt.finish()
+        _finish_trigger(tt)
         triggers.append(HttpTrigger(tid, route, component_id, executor, static))
+    redis_triggers = _parse_redis_triggers(redis, used_ids, components, variables, warnings)
     t.finish()
+    return triggers, redis_triggers
+
+
+def _trigger_tables(t: _Table, kind: str, keys: Collection[str]) -> list[tuple[_Table, str | None]]:
+    """`[[trigger.KIND]]` entries as strict tables, with their explicit ids."""
+    if kind not in t.data:
+        return []
+    entries = t.data.pop(kind)
+    if not isinstance(entries, list) or not entries:
+        t.fail(f"[[trigger.{kind}]] must be a non-empty array of tables")
+    out = []
+    for n, raw in enumerate(entries, start=1):
+        tt = _Table(t.file, f"[[trigger.{kind}]] #{n}", raw, keys)
+        out.append((tt, tt.string("id")))
+    return out
+
+
+def _trigger_component(tt: _Table, tid: str, comp_value: Any, components: dict[str, Component],
+                       variables: Mapping[str, Variable], warnings: list[str]) -> str | None:
+    """A trigger's `component`: an id, or an inline table added to `components` under a
+    generated id (Spin's normalisation: `TRIGGER-ID-component`, else `inline-componentN`)."""
+    if isinstance(comp_value, str):
+        if comp_value not in components:
+            tt.key_error("component", f'no such component "{comp_value}"')
+        return comp_value
+    if isinstance(comp_value, dict):
+        inline_id = f"{tid}-component"
+        if id_error(inline_id, "-", False) or inline_id in components:
+            k = 1
+            while f"inline-component{k}" in components:
+                k += 1
+            inline_id = f"inline-component{k}"
+        ct = _Table(tt.file, f"{tt.where} inline component", comp_value, COMPONENT_KEYS)
+        components[inline_id] = _parse_component(inline_id, ct, variables, warnings)
+        return inline_id
+    if comp_value is not None:
+        tt.key_error("component", f"expected a component id or a table, got {_show(comp_value)}")
+    return None
+
+
+def _finish_trigger(tt: _Table) -> None:
+    tt.take_any("components")  # Spin's, for trigger types that use several; none here does
+    if tt.take_any("dependencies"):
+        tt.key_error("dependencies", "trigger dependencies are not supported by this host "
+                     "yet; remove the key")
+    tt.finish()
+
+
+def _parse_redis_triggers(
+    entries: list[tuple[_Table, str | None]],
+    used_ids: set[str],
+    components: dict[str, Component],
+    variables: Mapping[str, Variable],
+    warnings: list[str],
+) -> list[RedisTrigger]:
+    """`[[trigger.redis]]`: `channel` and `component` required, `address` optional (Spin's
+    trigger-redis config); ids as Spin generates them (`COMPONENT-redis-trigger`, else
+    `redis-triggerN`)."""
+    triggers: list[RedisTrigger] = []
+    counter = 1
+    for tt, tid in entries:
+        comp_value = tt.take_any("component")
+        if tid is None:
+            tid = f"{comp_value}-redis-trigger" if isinstance(comp_value, str) else None
+            if tid is None or tid in used_ids:
+                while f"redis-trigger{counter}" in used_ids:
+                    counter += 1
+                tid = f"redis-trigger{counter}"
+            used_ids.add(tid)
+        tt.where = f"[[trigger.redis]] '{tid}'"
+        component_id = _trigger_component(tt, tid, comp_value, components, variables, warnings)
+        if component_id is None:
+            tt.fail(f"{tt.where} is missing the required key 'component'")
+        assert component_id is not None
+        channel = tt.string("channel", required=True)
+        assert channel is not None
+        check_template(tt, "channel", channel, variables)
+        address = _redis_address(tt, variables, required=False)
+        _finish_trigger(tt)
+        trigger = RedisTrigger(tid, channel, component_id, address)
+        same = next((other for other in triggers if (other.channel, other.component,
+                     other.address) == (channel, component_id, address)), None)
+        if same is not None:
+            warnings.append(
+                f"[[trigger.redis]] '{tid}' repeats '{same.id}' (channel \"{channel}\", "
+                f"component \"{component_id}\"): each message is handled twice")
+        triggers.append(trigger)
     return triggers
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_address(t: _Table, variables: Mapping[str, Variable], required: bool) -> str | None:
+    address = t.string("address", required=required)
+    if address is None:
+        return None
+    check_template(t, "address", address, variables)
+    if not templates.names(address):  # templated ones are checked once rendered
+        problem = redis_address_problem(address)
+        if problem is not None:
+            t.key_error("address", problem)
+    return address
+
+
+def redis_address_problem(address: str) -> str | None:
+    """Why `address` is not a Redis URL redis-py can connect to (None: it is one).
+    The message shows the address with any password hidden."""
+    from host.backends.redis import redact_url  # redis-py: only for apps with Redis triggers
+
+    shown = f'"{redact_url(address)}"'
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        return f"{shown} is not a valid URL ({exc})"
+    if parts.scheme not in REDIS_SCHEMES:
+        return (f"{shown} is not a Redis address: expected redis://HOST[:PORT][/DB], "
+                "rediss://... (TLS) or unix:///PATH")
+    if parts.scheme == "unix":
+        return None if parts.path else f"{shown} names no socket path"
+    if not parts.hostname:
+        return f"{shown} names no host"
+    if port == 0:
+        return f"{shown}: port 0 is not a port"
+    database = parts.path.lstrip("/")
+    if database and not database.isdigit():
+        return f"{shown}: the path must be a database number, e.g. /0"
+    return None
 
 
 def _parse_route(tt: _Table, tid: str) -> str | None:
@@ -862,12 +999,16 @@ def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     trigger = top.table("trigger", "[trigger] (manifest v1)", required=True, keys=V1_TRIGGER_KEYS)
     assert trigger is not None
     kind = trigger.string("type", required=True)
-    if kind != "http":
-        trigger.key_error("type", f'trigger type "{kind}" is not supported (only "http")')
-    base = trigger.string("base")
+    if kind not in TRIGGER_TYPES:
+        trigger.key_error("type",
+                          f'trigger type "{kind}" is not supported (only "http" and "redis")')
+    assert kind is not None
+    # The rest of [trigger] is the type's app-wide settings (Spin: trigger_global_configs).
+    settings = {key: trigger.data.pop(key) for key in V1_TRIGGER_SETTINGS[kind]
+                if key in trigger.data}
     trigger.finish()
-    if base is not None:
-        app["trigger"] = {"http": {"base": base}}
+    if settings:
+        app["trigger"] = {kind: settings}
     out: dict[str, Any] = {"spin_manifest_version": 2, "application": app}
     variables = top.take_any("variables")
     if variables is not None:
@@ -883,15 +1024,11 @@ def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
         assert cid_raw is not None
         cid = cid_raw.replace("_", "-").lower()
         ctrig = c.table("trigger", f"[component.trigger] of '{cid_raw}'", required=True,
-                        keys=V1_COMPONENT_TRIGGER_KEYS)
+                        keys=V1_COMPONENT_TRIGGER_KEYS[kind])
         assert ctrig is not None
         trig: dict[str, Any] = {"id": f"trigger-{cid}", "component": cid}
-        route = ctrig.take_any("route")
-        if route is not None:
-            trig["route"] = route
-        executor = ctrig.take_any("executor")
-        if executor is not None:
-            trig["executor"] = executor
+        for key in list(ctrig.data):  # the trigger type's keys, checked as version 2's
+            trig[key] = ctrig.data.pop(key)
         ctrig.finish()
         comp: dict[str, Any] = {}
         for key, value in c.data.items():
@@ -902,5 +1039,5 @@ def _convert_v1(path: Path, data: dict[str, Any]) -> dict[str, Any]:
         triggers.append(trig)
     top.finish()
     out["component"] = components
-    out["trigger"] = {"http": triggers}
+    out["trigger"] = {kind: triggers}
     return out

@@ -73,6 +73,7 @@ from host.errors import ConfigError
 from host.server import COMPONENT_KEY, FAILURE_KEY, Receive, ResponseWatch, Scope, Send
 
 if TYPE_CHECKING:
+    from host.redis_trigger import RedisTriggers
     from host.server import HostApp
 
 log = logging.getLogger("host.metrics")
@@ -113,6 +114,10 @@ class Metrics:
     def attach(self, host_app: HostApp) -> None:
         """Read this app's pools and admission on every scrape from now on."""
         self._app.host_app = host_app
+
+    def attach_triggers(self, triggers: RedisTriggers) -> None:
+        """Read the Redis subscribers' counters on every scrape from now on."""
+        self._app.triggers = triggers
 
     def observe(self, component: str | None, status: int | None, seconds: float,
                 failure: str | None) -> None:
@@ -165,6 +170,7 @@ class AppCollector(Collector):
 
     def __init__(self) -> None:
         self.host_app: HostApp | None = None
+        self.triggers: RedisTriggers | None = None
 
     def collect(self) -> Iterable[Metric]:
         peak = GaugeMetricFamily("spinhost_process_peak_resident_memory_bytes",
@@ -213,6 +219,27 @@ class AppCollector(Collector):
                                   "their deadline)")
         calls.add_metric([], host_app.in_flight)
         yield from (ready, size, misses, created, instantiate, memory, running, queued, calls)
+        if self.triggers is not None:
+            yield from _trigger_metrics(self.triggers)
+
+
+def _trigger_metrics(triggers: RedisTriggers) -> Iterable[Metric]:
+    messages = CounterMetricFamily("spinhost_redis_messages", "Redis messages handed to a "
+                                   "component, by outcome: ok, error (the handler's error), "
+                                   "trap, deadline, dropped (over --max-message-bytes)",
+                                   labels=["component", "outcome"])
+    for (component, outcome), count in sorted(triggers.counts().items()):
+        messages.add_metric([component, outcome], count)
+    in_flight = GaugeMetricFamily("spinhost_redis_messages_in_flight", "Redis messages being "
+                                  "handled now (at most --max-concurrent-messages per "
+                                  "subscriber)")
+    in_flight.add_metric([], triggers.in_flight)
+    connected = GaugeMetricFamily("spinhost_redis_subscribers_connected", "Redis subscribers "
+                                  "(one per address) subscribed now; the others are "
+                                  "reconnecting", labels=["address"])
+    for subscriber in triggers.subscribers:
+        connected.add_metric([subscriber.shown], 1 if subscriber.connected else 0)
+    yield from (messages, in_flight, connected)
 
 
 # -- serving ------------------------------------------------------------------

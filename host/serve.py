@@ -1,9 +1,10 @@
 """The server's life: start up, serve until a signal, drain, exit with a documented code.
 
 `serve(config)` reads top to bottom: find the app (a manifest or an OCI image),
-build it if asked, bind the socket (`start_up`), load every component, serve
-with uvicorn until SIGTERM/SIGINT, let in-flight requests finish (up to the
-drain timeout), close the app (`serve_app`). With `--workers N` the loading and
+build it if asked, bind the socket (`start_up`), load every component, subscribe
+to the Redis trigger's channels, serve with uvicorn until SIGTERM/SIGINT, let
+in-flight requests and Redis messages finish (up to the drain timeout), close
+the app (`serve_app`). With `--workers N` the loading and
 serving happen in N worker processes, each running `serve_app` on the socket
 bound here (host/workers.py). Exit codes are in README.md ("Commands").
 """
@@ -17,6 +18,7 @@ import math
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from host.limits import pooling_limits
 from host.manifest import Manifest, load_manifest
 from host.oci.registry import is_image_reference
 from host.oci.store import ResolvedApp, resolve_app
+from host.redis_trigger import RedisTriggers
 from host.routing import Router
 from host.runtime.engine import Engine
 from host.runtime_config import RuntimeConfig, load_runtime_config
@@ -80,6 +83,9 @@ class Lifecycle:
 
     #: Whether executors are replaced while serving (`host watch`).
     reloads = False
+    #: Whether this process runs the app's Redis subscribers: with `--workers N`
+    #: only one does, or every message would be handled N times.
+    subscribes = True
 
     def loading(self) -> contextlib.AbstractContextManager[None]:
         """Around loading the app (its report lines and warnings)."""
@@ -171,8 +177,11 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
     # `host watch` replaces executors while the old ones drain: pooled slots sized at
     # start could run out, so it maps instance memory on demand.
     on_demand = config.instance_allocator == "on-demand" or lifecycle.reloads
+    # A component that Redis triggers call has a second pool (host/executors/redis.py).
+    pools = len(manifest.components) + len({t.component for t in manifest.redis_triggers})
     pooling = None if on_demand else pooling_limits(
-        len(manifest.components), settings.pool_size, config.http.max_concurrent,
+        pools, settings.pool_size,
+        max(config.http.max_concurrent, config.redis_trigger.max_in_flight),
         max(limits.memory_bytes for limits in (settings.limits,
                                                *settings.component_limits.values())))
     engine = Engine(config.cache_dir, pooling=pooling)
@@ -180,17 +189,34 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
     with lifecycle.loading():
         app = load_app(manifest, engine, settings, report=report)
     host_app: HostApp | None = None
+    triggers: RedisTriggers | None = None
+    stuck_messages = 0
     try:
+        if app.subscriptions and lifecycle.subscribes:
+            # Subscribed before the port answers: a wrong address stops start-up here.
+            triggers = RedisTriggers(app, config.redis_trigger)
+            triggers.connect(report)
         if not lifecycle.loaded(app, startup, engine.compiled):
             return EXIT_OK
         host_app = HostApp(app, scheme=startup.scheme, limits=config.http,
                            image_digest=startup.image_digest)
+        if triggers is not None:
+            telemetry.attach_triggers(triggers)
+            triggers.start()
         # Main loop, until the first signal; returns once in-flight requests are
-        # done or the drain timeout has passed.
-        run_uvicorn(host_app, sock, lifecycle, config.tls, access_log=config.access_log,
-                    asgi=lifecycle.asgi(host_app, engine), telemetry=telemetry)
+        # done or the drain timeout has passed. The first signal also stops the
+        # Redis subscribers' reading; the messages they read are drained next.
+        signalled = run_uvicorn(host_app, sock, lifecycle, config.tls,
+                                access_log=config.access_log,
+                                asgi=lifecycle.asgi(host_app, engine), telemetry=telemetry,
+                                on_signal=triggers.stop_reading if triggers else None)
+        if triggers is not None:
+            stuck_messages = triggers.drain((signalled or time.monotonic())
+                                            + config.http.drain_seconds)
         lifecycle.stopped(host_app.app, config.quiet)
     finally:
+        if triggers is not None:
+            triggers.close()
         lifecycle.close(app if host_app is None else host_app.app)
         telemetry.close()
     # Shutdown. Guest calls still running past the drain deadline sit in worker
@@ -198,8 +224,9 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
     # leave now. (The epoch ticker keeps running until then: stopping it would
     # let a spinning guest run forever.)
     stuck = host_app.in_flight if host_app is not None else 0
-    if stuck:
-        logs.info(f"{stuck} request(s) still running after the drain deadline; exiting")
+    if stuck or stuck_messages:
+        logs.info(f"{stuck} request(s) and {stuck_messages} Redis message(s) still running "
+                  "after the drain deadline; exiting")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_OK)
@@ -258,7 +285,10 @@ def bind_socket(host: str, port: int, find_free_port: bool) -> socket.socket:
 
 def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle,
                 tls_files: tls.TlsFiles | None = None, access_log: bool = False,
-                asgi: Any = None, telemetry: Telemetry | None = None) -> None:
+                asgi: Any = None, telemetry: Telemetry | None = None,
+                on_signal: Callable[[], None] | None = None) -> float | None:
+    """Serve until the first SIGTERM/SIGINT (`on_signal` runs in its handler) and the
+    drain after it; when that signal came (monotonic), None if none did."""
     import uvicorn
 
     app: Any = host_app if asgi is None else asgi
@@ -281,7 +311,10 @@ def run_uvicorn(host_app: HostApp, sock: socket.socket, lifecycle: Lifecycle,
     )
     # Server.run picks uvloop (config.loop="auto"); plain asyncio.run would not,
     # and the default loop leaves Nagle on for our socket (40 ms stalls).
-    _server_class()(config, lifecycle).run(sockets=[sock])
+    server = _server_class()(config, lifecycle, on_signal)
+    server.run(sockets=[sock])
+    signalled: float | None = server.signalled
+    return signalled
 
 
 def _server_class() -> type:
@@ -292,9 +325,12 @@ def _server_class() -> type:
         process would die by the signal (exit 143); we return and exit 0. A
         second signal stops at once instead of waiting for in-flight requests."""
 
-        def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle,
+                     on_signal: Callable[[], None] | None) -> None:
             super().__init__(config)
             self.lifecycle = lifecycle
+            self.on_signal = on_signal
+            self.signalled: float | None = None  # monotonic time of the first signal
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -308,6 +344,9 @@ def _server_class() -> type:
                 self.lifecycle.forced()
                 sys.stdout.flush()
                 os._exit(EXIT_FORCED)
+            self.signalled = time.monotonic()
+            if self.on_signal is not None:
+                self.on_signal()
             self.should_exit = True
 
     return Server
@@ -352,5 +391,7 @@ def print_warnings(manifest: Manifest) -> None:
 def pool_summary(app: App) -> str:
     executors = {e.id: e for e in app.executors.values()
                  if isinstance(e, ComponentExecutor | WasiHttpExecutor)}
-    pools = ", ".join(f"{e.id}={len(e.pool)}/{e.pool.size}" for e in executors.values())
-    return pools or "none"
+    pools = [f"{e.id}={len(e.pool)}/{e.pool.size}" for e in executors.values()]
+    pools += [f"{e.id} (redis)={len(e.pool)}/{e.pool.size}"
+              for e in app.message_executors.values()]
+    return ", ".join(pools) or "none"

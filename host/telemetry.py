@@ -17,6 +17,7 @@ from host import __version__, tracing
 
 if TYPE_CHECKING:
     from host.metrics import Metrics
+    from host.redis_trigger import RedisTriggers
     from host.serve import Startup
     from host.server import HostApp
 
@@ -48,6 +49,11 @@ class Telemetry:
         if self.traces is not None:
             app = tracing.RequestTracing(app)
         return app
+
+    def attach_triggers(self, triggers: RedisTriggers) -> None:
+        """Count the Redis subscribers' messages in the metrics, when on."""
+        if self.metrics is not None:
+            self.metrics.attach_triggers(triggers)
 
     def close(self) -> None:
         """Send the spans still batched (the SDK would at interpreter exit too)."""

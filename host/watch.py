@@ -78,6 +78,7 @@ def watch(config: Config, options: WatchOptions) -> int:
         raise ConfigError(f"host watch: {config.source} is an OCI image; watch serves an "
                           "app from its sources (a spin.toml)")
     manifest = load_manifest(config.source)
+    refuse_redis_triggers(manifest)
     plan = Plan.of(manifest, options.skip_build)
     plan.say_unwatched()
     if not options.skip_build:
@@ -86,6 +87,14 @@ def watch(config: Config, options: WatchOptions) -> int:
     lifecycle = WatchLifecycle(startup, settings, options)
     return serve_app(startup, manifest, settings, sock, lifecycle,
                      report=(lambda line: None) if config.quiet else logs.info)
+
+
+def refuse_redis_triggers(manifest: Manifest) -> None:
+    """Reloading swaps HTTP executors between requests; Redis subscribers are not
+    swapped (yet), so an app with them is served by `host up` only."""
+    if manifest.redis_triggers:
+        raise ConfigError(f"host watch: {manifest.path} has [[trigger.redis]], which host "
+                          "watch does not run yet; serve it with host up (or host build -u)")
 
 
 def _first_build(manifest: Manifest, options: WatchOptions) -> Manifest:
@@ -336,6 +345,7 @@ class WatchLifecycle(Lifecycle):
         assert self.engine is not None
         try:
             manifest = load_manifest(current.manifest.path)
+            refuse_redis_triggers(manifest)
         except HostError as exc:
             _failed(exc, "Still serving the previous version")
             return

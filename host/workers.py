@@ -39,6 +39,11 @@ reports is the command's (one line, its exit code). The banner is printed once
 every worker serves. One worker (the first) reports its start-up and warnings;
 the others load silently. Workers run in their own process group: a terminal's
 Ctrl-C reaches the supervisor only, which passes signals on.
+
+The app's Redis subscribers (`[[trigger.redis]]`) run in the worker of slot 0
+only: pub/sub delivers every message to every subscriber, so N subscribing
+workers would handle each message N times (Spin runs one subscriber per
+process). A replacement for that worker takes its slot and subscribes again.
 """
 
 from __future__ import annotations
@@ -294,7 +299,7 @@ class _Supervisor:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "host.workers", str(theirs.fileno()),
                  str(self.sock.fileno()), "report" if report else "quiet",
-                 str(self.cpus[slot]) if self.cpus else "-"],
+                 str(self.cpus[slot]) if self.cpus else "-", str(slot)],
                 pass_fds=(theirs.fileno(), self.sock.fileno()), stdin=subprocess.DEVNULL,
                 env=env, process_group=0)
         except OSError as exc:
@@ -423,9 +428,10 @@ def describe_exit(status: int) -> str:
 class WorkerLifecycle(Lifecycle):
     """A worker's steps, told to the supervisor instead of the terminal."""
 
-    def __init__(self, control: socket.socket, report: bool) -> None:
+    def __init__(self, control: socket.socket, report: bool, slot: int = 0) -> None:
         self.control = control
         self.report = report
+        self.subscribes = slot == 0  # the Redis trigger runs in one worker
 
     def send(self, message: dict[str, Any]) -> bool:
         try:
@@ -469,13 +475,13 @@ class WorkerLifecycle(Lifecycle):
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """`python -m host.workers CONTROL_FD LISTEN_FD report|quiet CPU|-`, spawned by
+    """`python -m host.workers CONTROL_FD LISTEN_FD report|quiet CPU|- SLOT`, spawned by
     `supervise`."""
     if argv[3] != "-":  # before any thread starts: they inherit it
         os.sched_setaffinity(0, {int(argv[3])})
     control = socket.socket(fileno=int(argv[0]))
     sock = socket.socket(fileno=int(argv[1]))
-    lifecycle = WorkerLifecycle(control, report=argv[2] == "report")
+    lifecycle = WorkerLifecycle(control, report=argv[2] == "report", slot=int(argv[4]))
     with control.makefile("rb") as reader:
         header = reader.read(_FRAME.size)
         if len(header) < _FRAME.size:

@@ -29,6 +29,7 @@ OUTPUTS = {
     "kv-counter": "kv-counter.wasm",
     "capability-probe": "capability-probe.wasm",
     "spin-python": "spin-python.wasm",
+    "spin-redis-python": "spin-redis-python.wasm",
     "hello-proxy-python": "hello-proxy-python.wasm",
     "spin-js": "dist/spin-js.wasm",
 }

@@ -213,11 +213,11 @@ def wait_refused(base_url: str, timeout: float = 10.0) -> bool:
     return False
 
 
-def run_host(*args: str, cwd: Path | None = None,
-             timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+def run_host(*args: str, cwd: Path | None = None, timeout: float = 300.0,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a non-serving `host` command (check, build) to completion."""
     return subprocess.run([sys.executable, "-m", "host", *args], cwd=cwd or ROOT, text=True,
-                          capture_output=True, timeout=timeout)
+                          capture_output=True, timeout=timeout, env=env)
 
 
 def write_app(directory: Path, manifest: str, components: dict[str, Path] | None = None) -> Path:

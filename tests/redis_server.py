@@ -56,15 +56,17 @@ def flush(url: str) -> None:
         raise RuntimeError(f"FLUSHDB on {url} failed: {reply!r}")
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start `redis-server` in `workdir` on a free loopback port; wait until it PINGs back."""
+def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `redis-server` in `workdir` on a free loopback port (or on `port`: a
+    restarted server); wait until it PINGs back."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(f"redis-server is not on PATH; install it: {INSTALL_HINT}", pytrace=False)
     log_path = workdir / "redis.log"
+    wanted = port
     for _attempt in range(3):  # another process may grab the port between probe and bind
-        port = free_port()
-        with log_path.open("wb") as log:
+        port = wanted or free_port()
+        with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"],

@@ -11,7 +11,14 @@ import pytest
 
 from host.config import OPTIONS, Config, VariableError, add_options, env_name
 from host.errors import ConfigError
-from host.limits import DEFAULT_POOL_SIZE, HttpLimits, KeyValueLimits, Limits, MiB
+from host.limits import (
+    DEFAULT_POOL_SIZE,
+    HttpLimits,
+    KeyValueLimits,
+    Limits,
+    MiB,
+    RedisTriggerLimits,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +35,7 @@ def test_defaults_are_the_limits_modules() -> None:
     assert config.limits == Limits()
     assert config.http == HttpLimits()
     assert config.key_value == KeyValueLimits()
+    assert config.redis_trigger == RedisTriggerLimits()
     assert config.cache_dir is not None and config.cache_dir.name == "compiled"
     assert (config.quiet, config.build, config.log_format) == (False, False, "plain")
 
@@ -66,6 +74,12 @@ def test_values_from_the_environment_are_converted() -> None:
     assert config.set_log_dir and config.log_dir is None  # "": no log files
 
 
+def test_redis_trigger_flags() -> None:
+    config = load({"max_concurrent_messages": 4},
+                  {"SPINHOST_MAX_MESSAGE_BYTES": "100", "SPINHOST_MAX_CONCURRENT_MESSAGES": "8"})
+    assert config.redis_trigger == RedisTriggerLimits(max_in_flight=4, max_message_bytes=100)
+
+
 @pytest.mark.parametrize(("environ", "message"), [
     ({"SPINHOST_POOL_SIZE": "many"}, "SPINHOST_POOL_SIZE='many': not a valid value for "
                                      "--pool-size"),
@@ -95,6 +109,9 @@ def test_a_bad_variable_is_a_usage_error_naming_it(environ: dict[str, str],
     ({"max_queued_requests": -1}, "--max-queued-requests -1: must be 0 or more"),
     ({"drain_timeout": -1.0}, "--drain-timeout -1.0: must be 0 or more"),
     ({"max_guest_threads": 0}, "--max-guest-threads 0: must be positive"),
+    ({"max_concurrent_messages": 0}, "--max-concurrent-messages 0: must be positive"),
+    ({"max_concurrent_messages": 2000}, "--max-concurrent-messages 2000: must be 1024 or less"),
+    ({"max_message_bytes": 0}, "--max-message-bytes 0: must be positive"),
     ({"env": ["=x"]}, "-e/--env '=x': expected KEY=VALUE"),
     ({"request_timeout": ["echo=0"]}, "--request-timeout 'echo=0': must be positive"),
     ({"listen": "127.0.0.1:99999"}, "--listen '127.0.0.1:99999': port 99999 is out of range"),

@@ -11,6 +11,7 @@ from host.manifest import (
     FileMapping,
     FilePattern,
     FileSource,
+    RedisTrigger,
     UrlSource,
     id_error,
     load_manifest,
@@ -33,6 +34,8 @@ COMPONENT = """
 source = "web.wasm"
 """
 VALID = HEAD + TRIGGER + COMPONENT
+REDIS_HEAD = HEAD + '[application.trigger.redis]\naddress = "redis://127.0.0.1:6379"\n'
+REDIS = REDIS_HEAD + '[[trigger.redis]]\nchannel = "orders"\ncomponent = "web"\n' + COMPONENT
 
 
 def parse(text: str):
@@ -58,8 +61,8 @@ MALFORMED = [
                                      'base = "/api"'), ["base", '"/api"']),
     ("unknown top-level key", "extra = 1\n" + VALID, ["top level", "'extra'"]),
     ("no trigger", HEAD + COMPONENT, ["'trigger'"]),
-    ("redis trigger", VALID + '\n[[trigger.redis]]\nchannel = "x"\ncomponent = "web"\n',
-     ["trigger.redis", "not supported"]),
+    ("sqs trigger", VALID + '\n[[trigger.sqs]]\nqueue_url = "x"\ncomponent = "web"\n',
+     ["trigger.sqs", "not supported", "only http and redis"]),
     ("trigger missing route", HEAD + '[[trigger.http]]\ncomponent = "web"\n' + COMPONENT,
      ["web-http-trigger", "'route'"]),
     ("trigger unknown key", VALID.replace('component = "web"', 'component = "web"\nroutes = 1'),
@@ -155,7 +158,52 @@ MALFORMED = [
     ("allowed_http_hosts no host", VALID + 'allowed_http_hosts = ["http://"]\n',
      ["'allowed_http_hosts'", "no host name"]),
     ("v1 wrong trigger type", 'spin_manifest_version = "1"\nname = "x"\n'
-     'trigger = { type = "redis" }\n', ["redis", "not supported"]),
+     'trigger = { type = "sqs" }\n', ["sqs", "not supported"]),
+    # [[trigger.redis]] (Spin's trigger-redis: channel and component required, address
+    # optional; [application.trigger.redis] address required when the table is there)
+    ("redis no channel", REDIS.replace('channel = "orders"\n', ""),
+     ["[[trigger.redis]] 'web-redis-trigger'", "missing the required key 'channel'"]),
+    ("redis no component", REDIS.replace('component = "web"\n', "", 1),
+     ["[[trigger.redis]] 'redis-trigger1'", "missing the required key 'component'"]),
+    ("redis unknown component", REDIS.replace('component = "web"', 'component = "nope"', 1),
+     ["[[trigger.redis]] 'nope-redis-trigger'", "'component'", 'no such component "nope"']),
+    ("redis channel not string", REDIS.replace('"orders"', "7"), ["'channel'", "7"]),
+    ("redis no address", REDIS.replace('address = "redis://127.0.0.1:6379"\n', ""),
+     ["[application.trigger.redis] is missing the required key 'address'"]),
+    ("redis no address anywhere", HEAD + '[[trigger.redis]]\nchannel = "c"\ncomponent = "web"\n'
+     + COMPONENT, ["[[trigger.redis]] 'web-redis-trigger' has no Redis address",
+                   "[application.trigger.redis]"]),
+    ("redis address http", REDIS.replace("redis://127.0.0.1", "http://127.0.0.1"),
+     ["[application.trigger.redis] key 'address'", '"http://127.0.0.1:6379" is not a Redis '
+      "address"]),
+    ("redis address no host", REDIS.replace("redis://127.0.0.1:6379", "redis://"),
+     ["'address'", "names no host"]),
+    ("redis address bad port", REDIS.replace(":6379", ":99999"), ["'address'", "not a valid URL"]),
+    ("redis address bad database", REDIS.replace(":6379", ":6379/zero"),
+     ["'address'", "database number"]),
+    ("redis address password hidden", REDIS.replace("redis://", "rediss://:s3cret@")
+     .replace(":6379", ":6379/x"), ['"rediss://:***@127.0.0.1:6379/x"']),
+    ("redis trigger address bad", REDIS.replace('channel = "orders"',
+                                                'channel = "orders"\naddress = "localhost"'),
+     ["[[trigger.redis]] 'web-redis-trigger' key 'address'", '"localhost"']),
+    ("redis address unknown variable", REDIS.replace("redis://127.0.0.1:6379",
+                                                     "redis://{{ host }}"),
+     ["'address'", 'unknown variable "host"']),
+    ("redis channel unknown variable", REDIS.replace('"orders"', '"{{ topic }}"'),
+     ["'channel'", 'unknown variable "topic"']),
+    ("redis route", REDIS.replace('channel = "orders"', 'channel = "orders"\nroute = "/"'),
+     ["[[trigger.redis]] #1", "unknown key 'route'"]),
+    ("redis static_response", REDIS.replace('channel = "orders"',
+                                            'channel = "orders"\nstatic_response = {}'),
+     ["unknown key 'static_response'"]),
+    ("redis dependencies", REDIS.replace('channel = "orders"',
+                                         'channel = "orders"\ndependencies = { a = "b" }'),
+     ["'dependencies'", "not supported"]),
+    ("redis empty", "trigger = { redis = [] }\n" + REDIS_HEAD + COMPONENT,
+     ["[[trigger.redis]] must be a non-empty array of tables"]),
+    ("redis duplicate id with http", HEAD + '[[trigger.http]]\nid = "t"\nroute = "/"\n'
+     'component = "web"\n[[trigger.redis]]\nid = "t"\nchannel = "c"\ncomponent = "web"\n'
+     'address = "redis://r:6379"\n' + COMPONENT, ['duplicate trigger id "t"']),
 ]
 
 
@@ -225,6 +273,10 @@ UNKNOWN_KEYS = [
      "[[component]] #1 (manifest v1)", "sorce", "source"),
     ("v1 component trigger", V1_HEAD + V1_COMPONENT.replace("route", "rout"),
      "[component.trigger] of 'c'", "rout", "route"),
+    ("application.trigger.redis", REDIS.replace("address =", "adress ="),
+     "[application.trigger.redis]", "adress", "address"),
+    ("redis trigger", REDIS.replace("channel =", "chanel ="), "[[trigger.redis]] #1", "chanel",
+     "channel"),
 ]
 
 
@@ -421,7 +473,7 @@ def test_example_manifests_parse() -> None:
     assert len(paths) >= 4
     for path in paths:
         manifest = parse_manifest(path.read_text(), path)
-        assert manifest.triggers
+        assert manifest.triggers or manifest.redis_triggers
 
 
 def test_directory_and_missing_paths(tmp_path: Path) -> None:
@@ -431,3 +483,66 @@ def test_directory_and_missing_paths(tmp_path: Path) -> None:
         load_manifest(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path)
     with pytest.raises(ManifestError, match="no such file"):
         load_manifest(tmp_path / "nope.toml")
+
+
+def test_redis_triggers_parse_as_spin_reads_them() -> None:
+    m = parse(HEAD + """[variables]
+redis_host = { default = "127.0.0.1:6379" }
+topic = { default = "orders" }
+[application.trigger.redis]
+address = "redis://{{ redis_host }}"
+[[trigger.http]]
+route = "/..."
+component = "web"
+[[trigger.redis]]
+channel = "{{ topic }}"
+component = "web"
+[[trigger.redis]]
+id = "audit"
+channel = "audit"
+component = "web"
+address = "rediss://user:pw@other:6380/2"
+[[trigger.redis]]
+channel = "inline"
+component = { source = "inline.wasm" }
+[[trigger.redis]]
+channel = "again"
+component = "web"
+[[trigger.redis]]
+channel = "socket"
+component = "web"
+address = "unix:///run/redis.sock"
+""" + COMPONENT)
+    assert m.application.redis_address == "redis://{{ redis_host }}"
+    assert [t.id for t in m.triggers] == ["web-http-trigger"]
+    assert m.redis_triggers == (
+        RedisTrigger("web-redis-trigger", "{{ topic }}", "web"),  # rendered at start-up
+        RedisTrigger("audit", "audit", "web", "rediss://user:pw@other:6380/2"),
+        RedisTrigger("redis-trigger1", "inline", "redis-trigger1-component"),
+        RedisTrigger("redis-trigger2", "again", "web"),  # Spin's counter once the id is taken
+        RedisTrigger("redis-trigger3", "socket", "web", "unix:///run/redis.sock"),
+    )
+    assert m.components["redis-trigger1-component"].source == FileSource(Path("inline.wasm"))
+    assert m.warnings == ()
+
+
+def test_a_repeated_redis_trigger_is_a_warning() -> None:
+    m = parse(REDIS.replace("[component.web]", '[[trigger.redis]]\nchannel = "orders"\n'
+                            'component = "web"\n[component.web]'))
+    assert m.warnings == ("[[trigger.redis]] 'redis-trigger1' repeats 'web-redis-trigger' "
+                          '(channel "orders", component "web"): each message is handled twice',)
+
+
+def test_v1_redis_manifest_is_converted_like_spin() -> None:
+    m = parse("""spin_manifest_version = "1"
+name = "old"
+trigger = { type = "redis", address = "redis://localhost:6379" }
+[[component]]
+id = "echo"
+source = "a.wasm"
+[component.trigger]
+channel = "messages"
+""")
+    assert m.application.redis_address == "redis://localhost:6379"
+    assert m.triggers == ()
+    assert m.redis_triggers == (RedisTrigger("trigger-echo", "messages", "echo"),)

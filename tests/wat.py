@@ -355,3 +355,78 @@ def build_wasi03_handler(directory: Path) -> Path:
     wat = directory / "wasi03.wat"
     wat.write_text('(module (func (export "wasi:http/handler@0.3.0-rc-2025-09-16#handle")))\n')
     return assemble(wat, directory / "wasi03.wasm", wit_dir, "app")
+
+
+# ---------------------------------------------------------------------------
+# Redis trigger handlers: export Spin's fermyon:spin/inbound-redis (wit/deps/spin-redis),
+# print to stdout through wasi:cli (WIT from apps/hello-js/wit, wasi 0.2.10 names).
+
+REDIS_WORLD = """package test:redis;
+world printer {
+  import wasi:cli/stdout@0.2.10;
+  export fermyon:spin/inbound-redis;
+}
+"""
+_REDIS_EXPORT = "cm32p2|fermyon:spin/inbound-redis|handle-message"
+
+# `handle-message`, by the payload's first byte: "t" traps, "e" returns error::error, "m"
+# returns ok at once without printing (benchmarks); anything else prints "got PAYLOAD" on a
+# line of its own, then returns ok, or ("s") loops for ever (deadline and drain tests).
+# The result (result<_, enum>) is at 16: case at 16, the error's case at 17.
+REDIS_PRINTER = f"""(module
+  (import "cm32p2|wasi:cli/stdout@0.2" "get-stdout" (func $get_stdout (result i32)))
+  (import "cm32p2|wasi:io/streams@0.2" "[method]output-stream.blocking-write-and-flush"
+    (func $write (param i32 i32 i32 i32)))
+  (import "cm32p2|wasi:io/streams@0.2" "output-stream_drop" (func $drop (param i32)))
+  {PRELUDE}
+  (data (i32.const 1024) "got ")
+  (func (export "{_REDIS_EXPORT}") (param $ptr i32) (param $len i32) (result i32)
+    (local $buf i32) (local $out i32) (local $first i32)
+    (i32.store8 (i32.const 16) (i32.const 0))
+    (if (local.get $len) (then (local.set $first (i32.load8_u (local.get $ptr)))))
+    (if (i32.eq (local.get $first) (i32.const 116)) (then unreachable))
+    (if (i32.eq (local.get $first) (i32.const 101))
+      (then (i32.store8 (i32.const 16) (i32.const 1)) (i32.store8 (i32.const 17) (i32.const 1))
+            (return (i32.const 16))))
+    (if (i32.eq (local.get $first) (i32.const 109)) (then (return (i32.const 16))))
+    (local.set $buf (call $realloc (i32.const 0) (i32.const 0) (i32.const 1)
+                                   (i32.add (local.get $len) (i32.const 5))))
+    (memory.copy (local.get $buf) (i32.const 1024) (i32.const 4))
+    (memory.copy (i32.add (local.get $buf) (i32.const 4)) (local.get $ptr) (local.get $len))
+    (i32.store8 (i32.add (local.get $buf) (i32.add (local.get $len) (i32.const 4)))
+                (i32.const 10))
+    (local.set $out (call $get_stdout))
+    (call $write (local.get $out) (local.get $buf) (i32.add (local.get $len) (i32.const 5))
+                 (i32.const 32))
+    (call $drop (local.get $out))
+    (if (i32.eq (local.get $first) (i32.const 115)) (then (loop $l (br $l))))
+    (i32.const 16))
+  (func (export "{_REDIS_EXPORT}_post") (param i32)))
+"""
+
+
+def build_redis_handler(out: Path, core_wat: str = REDIS_PRINTER) -> Path:
+    """A component exporting fermyon:spin/inbound-redis (and importing wasi:cli/stdout)."""
+    wit_dir = out.parent / "redis-wit"
+    if not wit_dir.exists():
+        shutil.copytree(WASI_HTTP_WIT / "deps", wit_dir / "deps")
+        shutil.copyfile(WIT_DIR / "deps" / "spin-redis" / "inbound-redis.wit",
+                        wit_dir / "deps" / "spin-redis.wit")
+        (wit_dir / "world.wit").write_text(REDIS_WORLD)
+    wat = out.with_suffix(".wat")
+    wat.write_text(core_wat)
+    return assemble(wat, out, wit_dir, "printer")
+
+
+def build_async_redis_handler(directory: Path) -> Path:
+    """A component exporting an interface named like Spin 4's async
+    `spin:redis/inbound-redis@3.0.0` (only the name matters: the host refuses it)."""
+    wit_dir = directory / "redis3-wit"
+    (wit_dir / "deps").mkdir(parents=True, exist_ok=True)
+    (wit_dir / "deps" / "redis.wit").write_text(
+        "package spin:redis@3.0.0;\ninterface inbound-redis { handle-message: func(); }\n")
+    (wit_dir / "world.wit").write_text(
+        "package test:redis3;\nworld app { export spin:redis/inbound-redis@3.0.0; }\n")
+    wat = directory / "redis3.wat"
+    wat.write_text('(module (func (export "spin:redis/inbound-redis@3.0.0#handle-message")))\n')
+    return assemble(wat, directory / "redis3.wasm", wit_dir, "app")

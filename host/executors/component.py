@@ -4,6 +4,10 @@ One executor per component: it owns the component's linker, its pool of
 pre-instantiated instances and its output sinks. Each request takes a fresh
 instance from the pool, gets an epoch deadline, is handled, and the instance is
 dropped, so one request's guest state never reaches another's.
+
+`PooledComponent` is that machinery without the export: the Redis trigger's
+executor (host/executors/redis.py) is the same pool, limits, grants and
+deadline around another export.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import wasmtime
 import wasmtime.component as wc
@@ -47,7 +51,13 @@ class _Instance:
     uses: int = 0
 
 
-class ComponentExecutor:
+R = TypeVar("R")
+
+
+class PooledComponent:
+    """A component's linker and pool of fresh instances, and `_run`, which makes one
+    guest call in one of them under the limits. Subclasses find their export."""
+
     def __init__(
         self,
         engine: Engine,
@@ -64,31 +74,24 @@ class ComponentExecutor:
         if not isinstance(loaded.component, wc.Component):
             raise ComponentError(
                 f'component "{component_id}" is a core WebAssembly module (a WASI preview 1 '
-                'program): serve it with executor = { type = "wagi" }, or build a component '
-                "against wit/"
+                f"program): {self._core_module_hint}"
             )
         self.component = loaded.component
         self.environment = dict(environment)
         self._env = WasiEnv(list(self.environment.items()))
         self.stdio = stdio
         self.limits = limits or Limits()
-        try:
-            self.export = abi.HandlerExport.find(self.component, engine.wasmtime)
-        except abi.ExportNotFound as exc:
-            exports = abi.exported_names(self.component, engine.wasmtime)
-            if abi.INCOMING_HANDLER in exports:
-                raise ComponentError(f'component "{component_id}": {exc}; rebuild it '
-                                     "against wit/") from None
-            raise ComponentError(
-                f'component "{component_id}" does not export {abi.INCOMING_HANDLER} '
-                f"or wasi:http/incoming-handler@0.2.x (it exports: "
-                f"{', '.join(exports) or 'nothing'}); build against the world in wit/ or "
-                "wasi:http/proxy@0.2 (see wit/README.md)"
-            ) from None
+        self.export = self._find_export()
         self.grants = grants
         self.linker = self._link()
         self.pool: InstancePool[_Instance] = InstancePool(component_id, self._instantiate,
                                                           pool_size)
+
+    _core_module_hint = ('serve it with executor = { type = "wagi" }, or build a component '
+                         "against wit/")
+
+    def _find_export(self) -> abi.HandlerExport:
+        raise NotImplementedError
 
     def _link(self) -> wc.Linker:
         engine = self.engine.wasmtime
@@ -137,32 +140,35 @@ class ComponentExecutor:
         instance = self.linker.instantiate(store, self.component)
         return _Instance(store, self.export.bind(store, instance))
 
-    def handle(self, request: abi.HttpRequest) -> abi.HttpResponse:
-        """Run one request in a fresh instance. Blocking: call it off the event loop."""
+    def _run(self, call: Callable[[abi.BoundHandler], R]) -> R:
+        """One guest call in a fresh instance (or a reused one, when
+        --max-instance-reuse-count allows). Blocking: call it off the event loop."""
         instance = self.pool.take()
         instance.store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_seconds))
         reused = False
         deadline = math.inf
         try:
             with request_deadline(self.limits.deadline_seconds) as deadline:
-                response = abi.call_handler(instance.handler, request)
+                result = call(instance.handler)
             if time.monotonic() >= deadline:
                 # A host call cut short at the deadline answers the guest an
                 # error value; the guest may still return before the next epoch
-                # tick traps it. The client gets the deadline's 504 either way.
+                # tick traps it. The caller gets the deadline's error either way.
                 raise deadline_exceeded(self.limits)
             instance.uses += 1
             if instance.uses < self.limits.max_instance_reuse:
                 self.pool.give_back(instance)  # only after success: a trap poisons it
                 reused = True
-            return response
+            return result
         except wasmtime.WasmtimeError as exc:
             raise guest_failure(exc, self.limits, deadline) from None
         except MarshalError as exc:
-            raise GuestError(f"invalid response from guest: {exc}") from None
+            raise GuestError(f"invalid {self._result_name} from guest: {exc}") from None
         finally:
             if not reused:
                 self._release(instance)
+
+    _result_name = "response"
 
     def _release(self, instance: _Instance) -> None:
         """Free what the instance's store holds (open connections, snapshots), then the
@@ -173,6 +179,29 @@ class ComponentExecutor:
             self.wasi.release(instance.store)
         self.grants.release(store_key(instance.store))
         instance.store.close()
+
+
+class ComponentExecutor(PooledComponent):
+    """HTTP requests through `spinhost:http/incoming-handler` (wit/)."""
+
+    def _find_export(self) -> abi.HandlerExport:
+        try:
+            return abi.HandlerExport.find(self.component, self.engine.wasmtime)
+        except abi.ExportNotFound as exc:
+            exports = abi.exported_names(self.component, self.engine.wasmtime)
+            if abi.INCOMING_HANDLER in exports:
+                raise ComponentError(f'component "{self.id}": {exc}; rebuild it '
+                                     "against wit/") from None
+            raise ComponentError(
+                f'component "{self.id}" does not export {abi.INCOMING_HANDLER} '
+                f"or wasi:http/incoming-handler@0.2.x (it exports: "
+                f"{', '.join(exports) or 'nothing'}); build against the world in wit/ or "
+                "wasi:http/proxy@0.2 (see wit/README.md)"
+            ) from None
+
+    def handle(self, request: abi.HttpRequest) -> abi.HttpResponse:
+        """Run one request in a fresh instance. Blocking: call it off the event loop."""
+        return self._run(lambda handler: abi.call_handler(handler, request))
 
 
 def link_capabilities(linker: wc.Linker, component_id: str, component: wc.Component,

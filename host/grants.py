@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import wasmtime
 
 from host.capabilities import AppContext, Capability, Factor
+from host.capabilities.blobstore import BlobStoreFactor
 from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
 from host.capabilities.outbound import OutboundFactor
@@ -40,6 +41,7 @@ FACTORS: tuple[type[Factor], ...] = (
     FilesFactor,
     RedisFactor,
     PostgresFactor,
+    BlobStoreFactor,
     UnprovidedFactor,  # last: links what no capability above provides
 )
 

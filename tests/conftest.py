@@ -19,6 +19,7 @@ import pytest
 from tests import wat
 from tests.postgres_server import postgres_port  # noqa: F401
 from tests.redis_server import clean_redis_url, redis_url  # noqa: F401
+from tests.s3_server import s3_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

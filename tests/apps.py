@@ -30,6 +30,7 @@ OUTPUTS = {
     "capability-probe": "capability-probe.wasm",
     "spin-python": "spin-python.wasm",
     "hello-proxy-python": "hello-proxy-python.wasm",
+    "blob-python": "blob-python.wasm",
     "spin-js": "dist/spin-js.wasm",
 }
 # apps whose build writes more than one file

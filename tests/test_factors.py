@@ -32,7 +32,7 @@ NOT_GRANTS = {"id", "source", "description", "environment", "build"}
 def test_the_registry_lists_every_capability_in_configuration_order() -> None:
     assert [f.__name__ for f in FACTORS] == [
         "VariablesFactor", "OutboundFactor", "KeyValueFactor", "SqliteFactor", "FilesFactor",
-        "RedisFactor", "PostgresFactor", "UnprovidedFactor"]
+        "RedisFactor", "PostgresFactor", "BlobStoreFactor", "UnprovidedFactor"]
     assert all(issubclass(f, Factor) for f in FACTORS)
 
 

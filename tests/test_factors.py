@@ -47,7 +47,8 @@ def test_runtime_config_tables_are_claimed_by_their_factors() -> None:
     tables = {f.__name__: f.runtime_config_keys for f in FACTORS if f.runtime_config_keys}
     assert tables == {"VariablesFactor": ("variables_provider",),
                       "KeyValueFactor": ("key_value_store",),
-                      "SqliteFactor": ("sqlite_database",)}
+                      "SqliteFactor": ("sqlite_database",),
+                      "BlobStoreFactor": ("blob_store",)}
 
 
 def _params(func: Any) -> list[str]:

@@ -6,6 +6,7 @@ send fails the guest's next write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -122,7 +123,9 @@ def test_a_failed_send_fails_the_next_write(loop: asyncio.AbstractEventLoop) -> 
     client = Client(loop)
     client.fail = OSError("connection reset")
     response = AsgiResponse(loop, client.send, 10 * 1024 * KiB)
-    response.write(b"first")
+    # The head goes first: its failed send may already fail this write.
+    with contextlib.suppress(StreamFailed):
+        response.write(b"first")
     _drained(loop, response)
     with pytest.raises(StreamFailed, match="connection reset"):
         response.write(b"second")

@@ -31,6 +31,7 @@ from host.executors.wasi_http import (
 from host.grants import ComponentGrants, Grants
 from host.limits import (
     DEFAULT_POOL_SIZE,
+    BlobStoreLimits,
     HttpLimits,
     KeyValueLimits,
     Limits,
@@ -77,6 +78,7 @@ class AppSettings:
     state_dir: Path | None = None  # default stores live here; None: in memory
     outbound_limits: OutboundLimits = OutboundLimits()
     key_value_limits: KeyValueLimits = KeyValueLimits()
+    blob_limits: BlobStoreLimits = BlobStoreLimits()
     sqlite_limits: SqliteLimits = SqliteLimits()
     self_origin: str | None = None  # where `self` outbound requests go, e.g. http://127.0.0.1:3000
     # WAGI programs' stdout is captured up to this (`--max-response-bytes`), then stopped.

@@ -31,6 +31,7 @@ from host.limits import (
     DEFAULT_WORKERS,
     INSTANCE_ALLOCATORS,
     MAX_WORKERS,
+    BlobStoreLimits,
     HttpLimits,
     KeyValueLimits,
     Limits,
@@ -78,7 +79,8 @@ class Option:
         return env_name(self.flag)
 
 
-_H, _KV, _L, _RT = HttpLimits(), KeyValueLimits(), Limits(), RedisTriggerLimits()
+_H, _KV, _L, _RT, _BLOB = (HttpLimits(), KeyValueLimits(), Limits(), RedisTriggerLimits(),
+                          BlobStoreLimits())
 _IMAGE = ("; or an OCI image: a layout directory, a .tar of one, or a registry reference "
           "like registry.example.com/apps/web:1.0")
 
@@ -155,6 +157,9 @@ SERVE = [
            help=f"larger key-value values answer error::other on set and get (default "
                 f"{_KV.max_value_bytes}); a batch call moves at most {_KV.max_batch_bytes} "
                 "bytes or one such value"),
+    Option("max_blob_bytes", ("--max-blob-bytes",), int, metavar="N",
+           help=f"larger blob-store objects fail their write and finish (default "
+                f"{_BLOB.max_object_bytes})"),
     Option("max_body_bytes", ("--max-body-bytes",), int, metavar="N",
            help=f"larger request bodies answer 413 (default {_H.max_body_bytes})"),
     Option("max_header_count", ("--max-header-count",), int, metavar="N",
@@ -257,6 +262,7 @@ class Config:
     http: HttpLimits = HttpLimits()
     key_value: KeyValueLimits = KeyValueLimits()
     redis_trigger: RedisTriggerLimits = RedisTriggerLimits()
+    blob: BlobStoreLimits = BlobStoreLimits()
 
     @classmethod
     def load(cls, command: str, flags: Mapping[str, Any], environ: Mapping[str, str],
@@ -324,6 +330,9 @@ class Config:
                                         minimum=1, maximum=MAX_CONCURRENT_MESSAGES),
                 max_message_bytes=r.integer("max_message_bytes", _RT.max_message_bytes,
                                             minimum=1)),
+            blob=BlobStoreLimits(
+                max_object_bytes=r.integer("max_blob_bytes", _BLOB.max_object_bytes,
+                                           minimum=1)),
         )
 
     def state_dir_for(self, manifest: Manifest, runtime_config: RuntimeConfig,
@@ -374,6 +383,7 @@ class Config:
             key_values=self.key_values, sqlite_statements=self.sqlite_statements,
             runtime_config=runtime_config, state_dir=state_dir, log_dir=log_dir,
             self_origin=self_origin, key_value_limits=self.key_value,
+            blob_limits=self.blob,
             max_response_bytes=self.http.max_response_bytes, check_only=check,
         )
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import wasmtime
 
 from host.capabilities import AppContext, Capability, Factor
+from host.capabilities.blobstore import BlobStoreFactor
 from host.capabilities.files import Files, FilesFactor
 from host.capabilities.keyvalue import KeyValueFactor
 from host.capabilities.mqtt import MqttFactor
@@ -42,6 +43,7 @@ FACTORS: tuple[type[Factor], ...] = (
     RedisFactor,
     PostgresFactor,
     MqttFactor,
+    BlobStoreFactor,
     UnprovidedFactor,  # last: links what no capability above provides
 )
 

@@ -423,3 +423,42 @@ class OutboundMqttLimits:
     # Connections one instance may hold open at once (each is a socket); past
     # it `open` answers error::too-many-connections.
     max_open_connections: int = 16
+
+
+@dataclass(frozen=True)
+class BlobStoreLimits:
+    """Bounds on `wasi:blobstore` calls (host/capabilities/blobstore.py) and their
+    backends. The timeouts are ceilings: each backend call gets at most the time
+    left before its request's deadline."""
+
+    # An object written larger than this fails the stream write that crosses it
+    # (last-operation-failed) and its `finish`; nothing is stored
+    # (`host up --max-blob-bytes`).
+    max_object_bytes: int = 256 * MiB
+    # `incoming-value-consume-sync` returns the value as one list<u8>, ~100 bytes
+    # of host memory per byte (bench/memory.py): a larger value answers an error
+    # naming `incoming-value-consume-async`, which streams it in 64 KiB chunks.
+    max_sync_bytes: int = 1 * MiB
+    # Bytes written to an outgoing value before `container.write-data` names its
+    # object; they wait in host memory until then.
+    max_early_bytes: int = 1 * MiB
+    # Names one `read-stream-object-names` returns (and one `skip-...` skips),
+    # whatever `len` asks.
+    max_list_page: int = 1000
+    # Handles one instance may hold at once, per kind: containers (a name and a
+    # backend), values (an open file or HTTP response, or an upload's temp file
+    # or part buffer), listings (open directories or a page of names). Past it
+    # the call that would make one answers an error (get-container,
+    # create-container, get-data, list-objects) or traps (new-outgoing-value,
+    # which has no error case).
+    max_open_containers: int = 256
+    max_open_values: int = 16
+    max_open_listings: int = 16
+    # S3 backend: a multipart upload sends parts of this size (S3's minimum is
+    # 5 MiB); an upload holds at most one part in host memory.
+    s3_part_bytes: int = 8 * MiB
+    s3_connect_timeout_seconds: float = 5.0
+    s3_read_timeout_seconds: float = 30.0
+    # S3 calls in flight at once per backend (worker threads; each call waits
+    # for at most its request's time left, whatever the thread does).
+    s3_max_calls: int = 32

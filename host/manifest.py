@@ -110,6 +110,7 @@ class Component:
     allowed_outbound_hosts: tuple[str, ...] = ()
     key_value_stores: tuple[str, ...] = ()
     sqlite_databases: tuple[str, ...] = ()
+    blob_containers: tuple[str, ...] = ()
     variables: Frozen = field(default_factory=lambda: _frozen({}))
     build: BuildConfig | None = None
 
@@ -232,6 +233,7 @@ VARIABLE_KEYS = ("description", "default", "required", "secret")
 COMPONENT_KEYS = (
     "source", "description", "variables", "environment", "files", "exclude_files",
     "allowed_http_hosts", "allowed_outbound_hosts", "key_value_stores", "sqlite_databases",
+    "blob_containers",
     "ai_models", "targets", "build", "tool", "dependencies_inherit_configuration",
     "dependencies", "profile",
 )
@@ -565,7 +567,9 @@ def _parse_component(
         t.key_error("allowed_outbound_hosts", str(exc))
     kv = t.strings("key_value_stores")
     sqlite = t.strings("sqlite_databases")
-    for key, labels in (("key_value_stores", kv), ("sqlite_databases", sqlite)):
+    blobs = t.strings("blob_containers")
+    for key, labels in (("key_value_stores", kv), ("sqlite_databases", sqlite),
+                        ("blob_containers", blobs)):
         for label in labels:
             if not _LABEL.match(label):
                 t.key_error(key, f'invalid label "{label}": expected kebab-case or snake_case')
@@ -597,6 +601,7 @@ def _parse_component(
         allowed_outbound_hosts=tuple(hosts),
         key_value_stores=kv,
         sqlite_databases=sqlite,
+        blob_containers=blobs,
         variables=_frozen(comp_vars),
         build=build,
     )

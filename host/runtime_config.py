@@ -6,6 +6,8 @@ file, never its code. Spin's shapes:
     state_dir = ".spin"                  # "" = no state dir (in-memory defaults)
     [key_value_store.LABEL]              # type "spin" (SQLite; path?) or "redis" (url)
     [sqlite_database.LABEL]              # type "spin" (path?)
+    [blob_store.LABEL]                   # type "file_system" (path?) or "s3" (region,
+                                         # bucket?, endpoint?, access_key?, secret_key?, token?)
     [[variables_provider]]               # type "static" (values) or "env" (prefix?, dotenv_path?)
 
 Relative paths are resolved against the file's directory. Anything unknown,
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from host.backends import KEY_VALUE_TYPES
+from host.backends.blobs import BLOB_STORE_TYPES
 from host.capabilities.variables import ENV_PREFIX, EnvProvider, Provider, StaticProvider
 from host.errors import ConfigError
 
@@ -50,6 +53,22 @@ class KeyValueStoreConfig:
 
 
 @dataclass(frozen=True)
+class BlobStoreConfig:
+    """`[blob_store.LABEL]`: the keys of Spin's file_system and s3 blob stores, plus
+    `endpoint` for S3-compatible services other than AWS."""
+
+    label: str
+    type: str  # "file_system" or "s3"
+    path: Path | None = None  # file_system: the container's directory
+    region: str | None = None  # s3
+    bucket: str | None = None  # s3; None = the label
+    endpoint: str | None = None  # s3; None = AWS
+    access_key: str | None = None  # s3; None (with secret_key) = the environment's
+    secret_key: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
 class SqliteDatabaseConfig:
     label: str
     path: Path | None = None  # None = in memory
@@ -66,6 +85,7 @@ class RuntimeConfig:
     key_value_stores: dict[str, KeyValueStoreConfig] = field(default_factory=dict)
     sqlite_databases: dict[str, SqliteDatabaseConfig] = field(default_factory=dict)
     variables_providers: tuple[Provider, ...] = ()
+    blob_stores: dict[str, BlobStoreConfig] = field(default_factory=dict)
 
     @property
     def sets_state_dir(self) -> bool:
@@ -127,8 +147,8 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
 
 def parse_runtime_config(data: dict[str, Any], path: Path) -> RuntimeConfig:
     top = _Where(path, "top level", data)
-    top.expect(("state_dir", "key_value_store", "sqlite_database", "variables_provider",
-                "config_provider", *UNSUPPORTED))
+    top.expect(("state_dir", "key_value_store", "sqlite_database", "blob_store",
+                "variables_provider", "config_provider", *UNSUPPORTED))
     state_dir: Path | None = _UNSET
     if "state_dir" in top.data:
         raw = top.string("state_dir")
@@ -137,6 +157,8 @@ def parse_runtime_config(data: dict[str, Any], path: Path) -> RuntimeConfig:
               for label, table in _tables(top, "key_value_store").items()}
     databases = {label: _sqlite_db(_Where(path, f"[sqlite_database.{label}]", table), label)
                  for label, table in _tables(top, "sqlite_database").items()}
+    blobs = {label: _blob_store(_Where(path, f"[blob_store.{label}]", table), label)
+             for label, table in _tables(top, "blob_store").items()}
     providers: list[Provider] = []
     for key in ("variables_provider", "config_provider"):  # config_provider: Spin 1 alias
         entries = top.data.pop(key, [])
@@ -147,7 +169,7 @@ def parse_runtime_config(data: dict[str, Any], path: Path) -> RuntimeConfig:
     for unsupported, instead in UNSUPPORTED.items():
         if unsupported in top.data:
             raise top.fail(f'"{unsupported}" is not supported by this host; remove it: {instead}')
-    return RuntimeConfig(path, state_dir, stores, databases, tuple(providers))
+    return RuntimeConfig(path, state_dir, stores, databases, tuple(providers), blobs)
 
 
 def _tables(top: _Where, key: str) -> dict[str, Any]:
@@ -171,6 +193,29 @@ def _kv_store(t: _Where, label: str) -> KeyValueStoreConfig:
     else:
         raise t.fail(f'unsupported key-value store type "{kind}" '
                      f"(supported: {', '.join(KEY_VALUE_TYPES)})")
+    return config
+
+
+def _blob_store(t: _Where, label: str) -> BlobStoreConfig:
+    kind = t.string("type", required=True) or ""
+    if kind == "file_system":
+        t.expect(("type", "path"))
+        return BlobStoreConfig(label, kind, path=t.file("path"))
+    if kind != "s3":
+        raise t.fail(f'unsupported blob store type "{kind}" '
+                     f"(supported: {', '.join(BLOB_STORE_TYPES)})")
+    t.expect(("type", "region", "bucket", "endpoint", "access_key", "secret_key", "token"))
+    region = t.string("region", required=True)
+    endpoint = t.string("endpoint")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise t.fail(f'"endpoint" must be an http:// or https:// URL, got "{endpoint}"')
+    config = BlobStoreConfig(
+        label, kind, region=region, bucket=t.string("bucket"), endpoint=endpoint,
+        access_key=t.string("access_key"), secret_key=t.string("secret_key"),
+        token=t.string("token"))
+    if (config.access_key is None) != (config.secret_key is None):
+        raise t.fail('give both "access_key" and "secret_key", or neither (then the '
+                     "host's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used)")
     return config
 
 

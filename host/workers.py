@@ -104,10 +104,11 @@ def supervise(startup: Startup, manifest: Manifest, sock: socket.socket) -> int:
     cache_dir, private = _shared_cache(startup.config.cache_dir)
     startup = replace(startup, config=replace(startup.config, cache_dir=cache_dir))
     if startup.state_dir is None and any(c.key_value_stores or c.sqlite_databases
+                                         or c.blob_containers
                                          for c in manifest.components.values()):
         log.warning("no state directory: each of the %d workers keeps its own in-memory "
-                    "key-value and SQLite stores (give --state-dir or a runtime config to "
-                    "share them)", startup.config.workers)
+                    "key-value and SQLite stores and temporary blob containers (give "
+                    "--state-dir or a runtime config to share them)", startup.config.workers)
     try:
         with contextlib.ExitStack() as stack:
             metrics = None

@@ -31,6 +31,7 @@ OUTPUTS = {
     "spin-python": "spin-python.wasm",
     "spin-redis-python": "spin-redis-python.wasm",
     "hello-proxy-python": "hello-proxy-python.wasm",
+    "blob-python": "blob-python.wasm",
     "spin-js": "dist/spin-js.wasm",
 }
 # apps whose build writes more than one file

@@ -20,6 +20,7 @@ from tests import wat
 from tests.mqtt_server import mqtt_broker, subscriber  # noqa: F401
 from tests.postgres_server import postgres_port  # noqa: F401
 from tests.redis_server import clean_redis_url, redis_url  # noqa: F401
+from tests.s3_server import s3_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ NOT_GRANTS = {"id", "source", "description", "environment", "build"}
 def test_the_registry_lists_every_capability_in_configuration_order() -> None:
     assert [f.__name__ for f in FACTORS] == [
         "VariablesFactor", "OutboundFactor", "KeyValueFactor", "SqliteFactor", "FilesFactor",
-        "RedisFactor", "PostgresFactor", "MqttFactor", "UnprovidedFactor"]
+        "RedisFactor", "PostgresFactor", "MqttFactor", "BlobStoreFactor", "UnprovidedFactor"]
     assert all(issubclass(f, Factor) for f in FACTORS)
 
 
@@ -47,7 +47,8 @@ def test_runtime_config_tables_are_claimed_by_their_factors() -> None:
     tables = {f.__name__: f.runtime_config_keys for f in FACTORS if f.runtime_config_keys}
     assert tables == {"VariablesFactor": ("variables_provider",),
                       "KeyValueFactor": ("key_value_store",),
-                      "SqliteFactor": ("sqlite_database",)}
+                      "SqliteFactor": ("sqlite_database",),
+                      "BlobStoreFactor": ("blob_store",)}
 
 
 def _params(func: Any) -> list[str]:

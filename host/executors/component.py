@@ -23,6 +23,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from host.capabilities import store_key
+from host.capabilities.blobstore import BlobStore
 from host.capabilities.outbound import Outbound
 from host.deadline import request_deadline
 from host.errors import ComponentError, GuestError, GuestTimeout, GuestTrap, MarshalError
@@ -39,6 +40,8 @@ from host.wasip2.resources import WasiHost
 log = logging.getLogger("host.executor")
 
 WASI_HTTP_PREFIX = "wasi:http/"
+# Interfaces whose values are the host's wasi:io streams: importing one links host/wasip2.
+WASI_HOST_PREFIXES = (WASI_HTTP_PREFIX, "wasi:blobstore/")
 # What `add_wasip2()` defines (wasi:http is not: it is linked from host/wasip2).
 _WASMTIME_WASIP2 = ("wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/",
                     "wasi:random/", "wasi:sockets/")
@@ -103,10 +106,11 @@ class PooledComponent:
         # A component that imports no WASI interface gets no WASI context: nothing
         # could read it, and setting one up costs more than the rest of instantiate.
         self._uses_wasi = any(name.startswith("wasi:") for name in imports)
-        if any(name.startswith(WASI_HTTP_PREFIX) for name in imports):
+        if any(name.startswith(WASI_HOST_PREFIXES) for name in imports):
             # componentize-js imports wasi:http for `fetch` whether or not the app uses
             # it: the host's own, as for wasi:http components, so outbound requests go
-            # through allowed_outbound_hosts like everyone else's.
+            # through allowed_outbound_hosts like everyone else's. wasi:blobstore's
+            # values are wasi:io streams, which then must be the host's too.
             self.wasi, defined = link_wasi_host(linker, self.id, self.component, self.engine,
                                                 self.stdio, self.grants)
             provided |= defined
@@ -227,7 +231,8 @@ def link_wasi_host(linker: wc.Linker, component_id: str, component: wc.Component
     after `add_wasip2()`. Outbound requests go through the component's allow-list, its
     files are the preopen. Returns the host and the interfaces it defined."""
     outbound = next((c.handle for c in grants.capabilities if isinstance(c, Outbound)), None)
-    wasi = wasi_host(component_id, stdio, outbound, grants.files_root)
+    blobs = next((c for c in grants.capabilities if isinstance(c, BlobStore)), None)
+    wasi = wasi_host(component_id, stdio, outbound, grants.files_root, blobs)
     linker.allow_shadowing = True  # ours replace wasmtime's tied interfaces
     return wasi, set(wasi.link(linker, component, engine.wasmtime))
 

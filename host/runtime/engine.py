@@ -30,7 +30,7 @@ import wasmtime.component as wc
 
 from host.errors import ComponentError
 from host.limits import PoolingLimits
-from host.runtime.wasmtime_private import set_pooling_allocator
+from host.runtime.wasmtime_private import set_concurrency_support, set_pooling_allocator
 
 log = logging.getLogger("host.engine")
 
@@ -48,7 +48,7 @@ MEMORY_RESERVATION = 4 * 1024**3
 MEMORY_GUARD_SIZE = 32 * 1024**2
 ENGINE_SETTINGS = (f"epoch_interruption=1;cranelift_opt_level=speed;memory_init_cow=1;"
                    f"memory_reservation={MEMORY_RESERVATION};"
-                   f"memory_guard_size={MEMORY_GUARD_SIZE};v3")
+                   f"memory_guard_size={MEMORY_GUARD_SIZE};concurrency_support=0;v4")
 
 
 def default_cache_dir() -> Path:
@@ -215,6 +215,11 @@ def _config(pooling: PoolingLimits | None) -> wasmtime.Config:
     config.memory_init_cow = True
     config.memory_reservation = MEMORY_RESERVATION
     config.memory_guard_size = MEMORY_GUARD_SIZE
+    # No component-model concurrency (WASI 0.3 is refused anyway): with it on,
+    # wasmtime 50 traps any host function that receives two borrowed handles in
+    # one call ("BUG: deferred host scope has no call context"), e.g.
+    # wasi:blobstore's container.write-data and wasi:io's output-stream.splice.
+    set_concurrency_support(config, False)
     if pooling is not None:
         set_pooling_allocator(config, pooling)
     return config

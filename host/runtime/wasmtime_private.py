@@ -139,6 +139,11 @@ def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
     ffi.wasi_config_set_stdin_bytes(wasi.ptr(), vec)  # takes ownership of the bytes
 
 
+def set_concurrency_support(config: wasmtime.Config, enabled: bool) -> None:
+    """`Config::concurrency_support` (the C API has it; wasmtime-py does not)."""
+    ffi.wasmtime_config_concurrency_support_set(config.ptr(), enabled)
+
+
 def set_pooling_allocator(config: wasmtime.Config, pooling: PoolingLimits) -> None:
     """wasmtime's pooling instance allocator (the C API has it; wasmtime-py does not).
 

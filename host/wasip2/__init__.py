@@ -16,6 +16,7 @@ wall-clock, terminal-*) to wasmtime's `add_wasip2()`.
 - `filesystem`: the component's `files`, read-only at "/" (no preopen without them).
 - `sockets`: every socket denied with the interface's own error codes.
 - `http`: `wasi:http/types` and `outgoing-handler` (through the outbound capability).
+- `blobstore`: `wasi:blobstore/*` (through the blob-store capability: its bodies are streams).
 
 Every function is looked up by (interface without version, name): one
 definition serves every 0.2.x version a component imports, defined at the
@@ -24,8 +25,9 @@ exact name it imports.
 
 from pathlib import Path
 
+from host.capabilities.blobstore import BlobStore
 from host.stdio import ComponentStdio
-from host.wasip2 import cli, clocks, filesystem, http, io, sockets
+from host.wasip2 import blobstore, cli, clocks, filesystem, http, io, sockets
 from host.wasip2.resources import INTERFACES, Tables, WasiHost
 
 __all__ = ["INTERFACES", "WasiHost", "wasi_host"]
@@ -33,10 +35,11 @@ __all__ = ["INTERFACES", "WasiHost", "wasi_host"]
 
 def wasi_host(component_id: str, stdio: ComponentStdio,
               outbound: http.Outbound | None = None,
-              files_root: Path | None = None) -> WasiHost:
+              files_root: Path | None = None, blobs: BlobStore | None = None) -> WasiHost:
     """Tables and functions of every host-defined interface, for one component;
     `outbound` sends its outgoing requests (None: all denied), `files_root` is
-    its staged files (None: no preopen)."""
+    its staged files (None: no preopen), `blobs` its blob containers (None: the
+    blob-store interfaces are not defined)."""
     tables = Tables()
     functions = {
         **io.functions(tables),
@@ -45,5 +48,6 @@ def wasi_host(component_id: str, stdio: ComponentStdio,
         **filesystem.functions(tables, files_root),
         **sockets.functions(tables),
         **http.functions(tables, outbound),
+        **blobstore.functions(tables, blobs),
     }
     return WasiHost(component_id, tables, functions)

@@ -94,6 +94,13 @@ class InputStream:
     def __init__(self, source: Source) -> None:
         self.source = source
 
+    def close(self) -> None:
+        """The guest dropped the stream, or its instance is discarded: a source holding
+        an open file or connection (a blob being read) lets it go."""
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
 
 class OutputStream:
     def __init__(self, write: Callable[[bytes], None]) -> None:

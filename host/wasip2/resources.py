@@ -22,7 +22,16 @@ INTERFACES = frozenset({
     "wasi:sockets/tcp-create-socket", "wasi:sockets/udp", "wasi:sockets/udp-create-socket",
     "wasi:sockets/ip-name-lookup",
     "wasi:http/types", "wasi:http/outgoing-handler",
+    "wasi:blobstore/blobstore", "wasi:blobstore/container", "wasi:blobstore/types",
 })
+# Interfaces defined only at these versions: drafts whose shapes differ from the
+# ones implemented are refused at start-up, not linked by name.
+BLOBSTORE_VERSIONS = ("0.2.0-draft", "0.2.0-draft-2024-09-01")
+VERSIONS = {
+    "wasi:blobstore/blobstore": BLOBSTORE_VERSIONS,
+    "wasi:blobstore/container": BLOBSTORE_VERSIONS,
+    "wasi:blobstore/types": BLOBSTORE_VERSIONS,
+}
 
 KINDS = (
     "error", "pollable", "input-stream", "output-stream", "fields", "incoming-request",
@@ -30,22 +39,38 @@ KINDS = (
     "incoming-body", "future-trailers", "outgoing-response", "outgoing-body",
     "future-incoming-response", "descriptor", "directory-entry-stream", "network",
     "tcp-socket", "udp-socket", "incoming-datagram-stream", "outgoing-datagram-stream",
-    "resolve-address-stream",
+    "resolve-address-stream", "container", "stream-object-names", "incoming-value",
+    "outgoing-value",
 )
 # WIT names that are aliases (`use ... as`) of a kind above.
-ALIASES = {"io-error": "error", "headers": "fields", "trailers": "fields"}
+ALIASES = {"io-error": "error", "headers": "fields", "trailers": "fields",
+           "incoming-value-async-body": "input-stream"}
 
 HostFunc = Callable[..., Any]
 Functions = dict[tuple[str, str], HostFunc]  # (interface without version, name) -> function
 
 
-class Tables:
-    """One ResourceTable per resource kind; entries belong to the store that made them."""
+def _close(value: Any) -> None:
+    close = getattr(value, "close", None)
+    if close is not None:
+        close()
 
-    def __init__(self, on_drop: Callable[[Any], None] = lambda value: None) -> None:
+
+class Tables:
+    """One ResourceTable per resource kind; entries belong to the store that made them.
+
+    A value with a `close` method (an input stream over an open file or an
+    HTTP response, an upload) is closed when the guest drops its handle or the
+    instance is discarded."""
+
+    def __init__(self) -> None:
         self.by_kind: dict[str, ResourceTable[Any]] = {
-            kind: ResourceTable(kind, on_drop) for kind in KINDS}
+            kind: ResourceTable(kind, _close) for kind in KINDS}
         self.held: dict[int, int] = {}  # store key -> bytes charged (`charge`)
+
+    def limit(self, kind: str, max_live: int) -> None:
+        """At most `max_live` handles of `kind` per store (before any is made)."""
+        self.by_kind[kind].max_live = max_live
 
     def __getitem__(self, kind: str) -> ResourceTable[Any]:
         return self.by_kind[ALIASES.get(kind, kind)]
@@ -143,7 +168,8 @@ class WasiHost:
         defined = []
         for name, item in component.type.imports(engine).items():
             base = unversioned(name)
-            if base not in INTERFACES:
+            if base not in INTERFACES or name.partition("@")[2] not in VERSIONS.get(
+                    base, (name.partition("@")[2],)):
                 continue
             ty: Any = item.ty
             exports: dict[str, Any] = ty.exports(engine)

@@ -79,8 +79,8 @@ class Option:
         return env_name(self.flag)
 
 
-_H, _KV, _L, _RT, _BLOB = (HttpLimits(), KeyValueLimits(), Limits(), RedisTriggerLimits(),
-                          BlobStoreLimits())
+_H, _KV, _L = HttpLimits(), KeyValueLimits(), Limits()
+_RT, _BLOB = RedisTriggerLimits(), BlobStoreLimits()
 _IMAGE = ("; or an OCI image: a layout directory, a .tar of one, or a registry reference "
           "like registry.example.com/apps/web:1.0")
 

@@ -88,7 +88,7 @@ class Stack:
         return dict(json.loads(raw))
 
 
-def _dev(app: Path, cache_dir: Path, tmp: Path, redis_port: int) -> tuple[HostProcess, Path]:
+def dev_host(app: Path, cache_dir: Path, tmp: Path, redis_port: int) -> tuple[HostProcess, Path]:
     state = tmp / "state"
     return HostProcess([
         "-f", str(app), "--runtime-config-file", str(app / "runtime-config.dev.toml"),
@@ -104,7 +104,7 @@ def _fresh_database(postgres_port: int, name: str) -> str:
     return f"host=127.0.0.1 port={postgres_port} user=postgres dbname={name}"
 
 
-def _prod(app: Path, cache_dir: Path, tmp: Path, redis_port: int, postgres_port: int,
+def prod_host(app: Path, cache_dir: Path, tmp: Path, redis_port: int, postgres_port: int,
           s3: S3Server) -> tuple[HostProcess, str, Any]:
     text = (app / "runtime-config.prod.toml").read_text()
     assert text.count(PROD_REDIS) == 1 and text.count(PROD_S3) == 1, "the prod file changed"
@@ -135,10 +135,10 @@ def stack(request: pytest.FixtureRequest, app: Path, cache_dir: Path,
     admin = redis.Redis(port=redis_port)
     try:
         if request.param == "dev":
-            host, state = _dev(app, cache_dir, tmp, redis_port)
+            host, state = dev_host(app, cache_dir, tmp, redis_port)
             made = Stack("dev", host, admin, state_dir=state)
         else:
-            host, conninfo, s3 = _prod(app, cache_dir, tmp, redis_port,
+            host, conninfo, s3 = prod_host(app, cache_dir, tmp, redis_port,
                                        request.getfixturevalue("postgres_port"),
                                        request.getfixturevalue("s3_server"))
             made = Stack("prod", host, admin, postgres=conninfo, s3=s3)
@@ -314,7 +314,7 @@ def test_a_database_url_or_a_store_label_is_not_a_grant(app: Path, cache_dir: Pa
 
 def test_a_post_is_kept_when_redis_is_down(app: Path, cache_dir: Path, tmp_path: Path) -> None:
     proc, redis_port = start_redis(tmp_path)
-    host, state = _dev(app, cache_dir, tmp_path, redis_port)
+    host, state = dev_host(app, cache_dir, tmp_path, redis_port)
     try:
         with host:
             stop_process(proc)  # after the subscriber connected: publishing fails now

@@ -59,5 +59,5 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) apps/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules \
+	rm -rf $(VENV) apps/*/*.wasm apps/guestbook/*/*.wasm apps/hello-ts/dist apps/hello-ts/node_modules \
 	  apps/hello-js/dist apps/hello-js/node_modules

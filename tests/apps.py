@@ -32,10 +32,11 @@ OUTPUTS = {
     "spin-redis-python": "spin-redis-python.wasm",
     "hello-proxy-python": "hello-proxy-python.wasm",
     "blob-python": "blob-python.wasm",
+    "guestbook": "guestbook/guestbook.wasm",
     "spin-js": "dist/spin-js.wasm",
 }
 # apps whose build writes more than one file
-EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"]}
+EXTRA_OUTPUTS = {"hello-wagi": ["env.wasm"], "guestbook": ["notifier/notifier.wasm"]}
 _SKIP_DIRS = {"node_modules", "dist", "build", "__pycache__", ".spin", ".venv"}
 
 

@@ -54,6 +54,7 @@ from redis.connection import parse_url
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from host import tracing
 from host.app import App, Subscription
 from host.errors import ConfigError, GuestError, GuestTimeout, HandlerError
 from host.executors.redis import InboundRedisExecutor
@@ -297,20 +298,24 @@ class Subscriber:
 
     def _handle(self, handler: InboundRedisExecutor, channel: bytes, payload: bytes) -> None:
         outcome = "ok"
-        try:
-            handler.handle_message(payload)
-        except GuestError as exc:
-            outcome = ("deadline" if isinstance(exc, GuestTimeout) else
-                       "error" if isinstance(exc, HandlerError) else "trap")
-            log.error("Error handling a Redis message on %s/%s: component %s: %s", self.shown,
-                      channel.decode("utf-8", "replace"), handler.id, exc)
-        except Exception:
-            outcome = "trap"
-            log.exception("Host error handling a Redis message on %s/%s: component %s",
-                          self.shown, channel.decode("utf-8", "replace"), handler.id)
-        finally:
-            self._count(handler.id, outcome)
-            self._done()
+        shown = channel.decode("utf-8", "replace")
+        with tracing.message(handler.id, shown) as span:
+            try:
+                handler.handle_message(payload)
+            except GuestError as exc:
+                outcome = ("deadline" if isinstance(exc, GuestTimeout) else
+                           "error" if isinstance(exc, HandlerError) else "trap")
+                log.error("Error handling a Redis message on %s/%s: component %s: %s",
+                          self.shown, shown, handler.id, exc)
+            except Exception:
+                outcome = "trap"
+                log.exception("Host error handling a Redis message on %s/%s: component %s",
+                              self.shown, shown, handler.id)
+            finally:
+                if outcome != "ok":
+                    tracing.message_failed(span, outcome)
+                self._count(handler.id, outcome)
+                self._done()
 
     def _count(self, component_id: str, outcome: str) -> None:
         key = (component_id, outcome)

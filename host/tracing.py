@@ -22,6 +22,10 @@ What is traced:
   time in host/capabilities: key-value, SQLite, Redis, variables), named
   `INTERFACE#FUNCTION`. host/server.py runs each guest call in a copy of the
   request's context, so these find their parent on the guest thread.
+- a consumer span per Redis message and component (`message`, the Redis
+  trigger), named `CHANNEL receive` with `messaging.*` attributes, the
+  component and, when the handler failed, `error.type` (trap, deadline, error);
+  its host calls are its children. Never the payload.
 - a client span per outbound HTTP request (`outbound`, both our
   outgoing-handler and wasi:http's, which share `Outbound.handle`), named by
   its method as Spin does, with the destination's scheme, host and port; the
@@ -209,6 +213,28 @@ def outbound(component_id: str, method: str, scheme: str, host: str,
     with tracer.start_as_current_span(method, kind=_otel.SpanKind.CLIENT,
                                       attributes=attributes) as span:
         yield span
+
+
+@contextlib.contextmanager
+def message(component_id: str, channel: str) -> Iterator[Any]:
+    """A consumer span around one Redis message handled by one component (None when
+    tracing is off); the caller records a failure with `message_failed`."""
+    tracer = _tracer
+    if tracer is None:
+        yield None
+        return
+    attributes = {COMPONENT_ATTRIBUTE: component_id, "messaging.system": "redis",
+                  "messaging.operation": "receive", "messaging.destination.name": channel}
+    with tracer.start_as_current_span(f"{channel} receive", kind=_otel.SpanKind.CONSUMER,
+                                      attributes=attributes) as span:
+        yield span
+
+
+def message_failed(span: Any, error: str) -> None:
+    if span is None:
+        return
+    span.set_attribute("error.type", error)
+    span.set_status(_otel.Status(_otel.StatusCode.ERROR))
 
 
 def outbound_result(span: Any, status: int | None, error: str | None) -> None:

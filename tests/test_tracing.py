@@ -240,3 +240,54 @@ def test_on_only_with_an_endpoint() -> None:
                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})  # the traces one wins
 
+
+
+def test_each_redis_message_is_a_consumer_span(collector: Collector, tmp_path: Path,
+                                               cache_dir: Path, clean_redis_url: str) -> None:
+    import redis
+
+    from tests import wat
+
+    printer = wat.build_redis_handler(tmp_path / "wat" / "printer.wasm")
+    address = clean_redis_url.rsplit("/", 1)[0]
+    app = write_app(tmp_path / "app", f"""spin_manifest_version = 2
+[application]
+name = "redis-traced"
+[application.trigger.redis]
+address = "{address}"
+[[trigger.redis]]
+channel = "orders"
+component = "printer"
+[component.printer]
+source = "printer.wasm"
+""", {"printer.wasm": printer})
+    with HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--state-dir", ""],
+                     env=traced_env(collector)) as host:
+        assert host.wait_for_output(f"Active Channels on {address}:")
+        client = redis.Redis.from_url(clean_redis_url)
+        try:
+            assert client.publish("orders", "SECRET-payload") == 1
+            assert host.wait_for_output("[printer] got SECRET-payload")
+            assert client.publish("orders", "trap") == 1
+        finally:
+            client.close()
+        assert host.wait_for_output("wasm trap")
+
+        def received() -> list[Span]:
+            return [s for _, s in collector.spans
+                    if s.name == "orders receive" and s.kind == Span.SPAN_KIND_CONSUMER]
+
+        with collector.arrived:
+            collector.arrived.wait_for(lambda: len(received()) >= 2, 15)
+        ok, trapped = received()[:2]
+        assert host.stop() == 0
+    for span in (ok, trapped):
+        found = attributes(span.attributes)
+        assert found["spin.component_id"] == "printer"
+        assert found["messaging.system"] == "redis"
+        assert found["messaging.destination.name"] == "orders"
+        assert "SECRET" not in str(found)
+        assert span.parent_span_id == b""  # each message starts its own trace
+    assert "error.type" not in attributes(ok.attributes)
+    assert attributes(trapped.attributes)["error.type"] == "trap"
+    assert trapped.status.code == trapped.status.STATUS_CODE_ERROR

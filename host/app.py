@@ -205,12 +205,13 @@ def reload_components(app: App, engine: Engine, settings: AppSettings,
         executors = {t.id: loader.executor(t) if t.component in component_ids
                      else app.executors[t.id]
                      for t in manifest.triggers if t.component is not None}
+        message_executors = {cid: loader.message_executor(cid) if cid in component_ids
+                             else executor for cid, executor in app.message_executors.items()}
     except BaseException:
         loader.close()
         raise
-    # `host watch` refuses apps with Redis triggers (host/cli.py): nothing to reload there.
     return App(manifest, app.router, executors, app.static_responses, app.grants,
-               app.subscriptions, app.message_executors)
+               app.subscriptions, message_executors)
 
 
 class _Loader:

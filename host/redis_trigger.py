@@ -34,6 +34,15 @@ Choices, and why:
   `drain` waits for the handlers, up to the drain deadline.
 - The first connection is made at start-up (`connect`): a wrong address or an
   unreachable server stops the host there, with the address, as Spin does.
+- `host watch` (`use`): a subscriber reads its route (channel -> executors, and
+  the version of the app they belong to) once per message, so a rebuilt
+  component gets the messages read after the swap while those already read
+  finish on the old executor; each message holds its version (`Holds`: the
+  watch's Reloadable) until handled, and the old executor is closed after the
+  last one. An app reload keeps a subscriber (and its connection) whose address
+  and channels are unchanged; one whose channels changed is replaced: the new
+  one subscribes first, then the old one stops reading (a message still unread
+  in its socket then is lost, as at a reconnection) and drains on a thread.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -54,7 +63,7 @@ from redis.connection import parse_url
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from host import tracing
+from host import logs, tracing
 from host.app import App, Subscription
 from host.errors import ConfigError, GuestError, GuestTimeout, HandlerError
 from host.executors.redis import InboundRedisExecutor
@@ -63,13 +72,35 @@ from host.limits import RedisTriggerLimits
 log = logging.getLogger("host.redis_trigger")
 
 
+class Holds(Protocol):
+    """Counts the messages running on each version of an app (`host watch`), so that
+    a replaced version is closed only once nothing runs on it. Any thread."""
+
+    def hold(self, app: App, count: int = 1) -> None: ...
+
+    def release(self, app: App) -> None: ...
+
+
+class _NoHolds:
+    def hold(self, app: App, count: int = 1) -> None:
+        pass
+
+    def release(self, app: App) -> None:
+        pass
+
+
 class RedisTriggers:
     """Every subscriber of an app, started and stopped together."""
 
     def __init__(self, app: App, limits: RedisTriggerLimits | None = None) -> None:
         self.limits = limits or RedisTriggerLimits()
-        self.subscribers = [Subscriber(s, app.message_executors, self.limits, n)
+        self.holds: Holds = _NoHolds()
+        self.subscribers = [Subscriber(s, app, self.limits, n, self)
                             for n, s in enumerate(app.subscriptions)]
+        self._numbered = len(self.subscribers)
+        self._lock = threading.Lock()  # `use` against `close`
+        self._closed = False
+        self._retired_counts: dict[tuple[str, str], int] = {}
 
     def connect(self, report: Callable[[str], None] = lambda line: None) -> None:
         """Connect and subscribe every subscriber (nothing is read yet) and report their
@@ -100,8 +131,73 @@ class RedisTriggers:
         return sum(subscriber.drain(deadline) for subscriber in self.subscribers)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         for subscriber in self.subscribers:
             subscriber.close()
+
+    # -- host watch -------------------------------------------------------------
+
+    def connect_new(self, app: App,
+                    report: Callable[[str], None] = lambda line: None) -> list[Subscriber]:
+        """The subscribers `app` needs that are not running (another address or other
+        channels), connected and subscribed but not reading; a ConfigError names the
+        first address that fails (and the others are closed)."""
+        running = {subscriber.key for subscriber in self.subscribers}
+        fresh: list[Subscriber] = []
+        try:
+            for subscription in app.subscriptions:
+                if _key(subscription) in running:
+                    continue
+                self._numbered += 1
+                subscriber = Subscriber(subscription, app, self.limits, self._numbered, self)
+                fresh.append(subscriber)
+                subscriber.connect()
+                report(subscriber.describe())
+        except BaseException:
+            for subscriber in fresh:
+                subscriber.close()
+            raise
+        return fresh
+
+    def use(self, app: App, fresh: list[Subscriber]) -> bool:
+        """Hand the messages read from now on to `app`'s executors: subscribers with an
+        unchanged address and channels are kept, `fresh` ones (`connect_new`) start
+        reading, the others stop reading and drain on a thread. False (and `fresh`
+        closed) once the triggers are closed."""
+        with self._lock:
+            if self._closed:
+                for subscriber in fresh:
+                    subscriber.close()
+                return False
+            kept = {subscriber.key: subscriber for subscriber in self.subscribers}
+            by_key = {subscriber.key: subscriber for subscriber in fresh}
+            serving = []
+            for subscription in app.subscriptions:
+                key = _key(subscription)
+                subscriber = kept.pop(key) if key in kept else by_key[key]
+                subscriber.route(app, subscription)
+                serving.append(subscriber)
+            for subscriber in fresh:
+                subscriber.start()
+            self.subscribers = serving
+            retired = list(kept.values())
+            for subscriber in retired:
+                subscriber.stop_reading()
+        if retired:
+            threading.Thread(target=self._retire, args=(retired,), name="redis-retire",
+                             daemon=True).start()
+        return True
+
+    def _retire(self, subscribers: list[Subscriber]) -> None:
+        for subscriber in subscribers:
+            # Each handler call ends by its deadline (--request-timeout).
+            subscriber.drain(None)
+            subscriber.close()
+            logs.info(f"Stopped the subscriber of {subscriber.shown}: its channels changed")
+            with self._lock:
+                for key, count in subscriber.snapshot().items():
+                    self._retired_counts[key] = self._retired_counts.get(key, 0) + count
 
     @property
     def in_flight(self) -> int:
@@ -109,7 +205,8 @@ class RedisTriggers:
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Messages handled by (component, outcome), over every subscriber (metrics)."""
-        total: dict[tuple[str, str], int] = {}
+        with self._lock:
+            total = dict(self._retired_counts)
         for subscriber in self.subscribers:
             for key, count in subscriber.snapshot().items():
                 total[key] = total.get(key, 0) + count
@@ -119,14 +216,14 @@ class RedisTriggers:
 class Subscriber:
     """One Redis address: a connection in subscribe mode, read on a thread of its own."""
 
-    def __init__(self, subscription: Subscription,
-                 executors: Mapping[str, InboundRedisExecutor],
-                 limits: RedisTriggerLimits, number: int) -> None:
+    def __init__(self, subscription: Subscription, app: App, limits: RedisTriggerLimits,
+                 number: int, triggers: RedisTriggers) -> None:
         self.subscription = subscription
         self.shown = subscription.shown
-        self.channels = {channel: [executors[cid] for cid in ids]
-                         for channel, ids in subscription.channels.items()}
-        self._by_name = {channel.encode(): handlers for channel, handlers in self.channels.items()}
+        self.key = _key(subscription)
+        self.channels = tuple(subscription.channels)
+        self._triggers = triggers  # its `holds`, read per message
+        self.route(app, subscription)
         self.limits = limits
         self.number = number
         self.connected = False
@@ -141,6 +238,13 @@ class Subscriber:
         self._reader: threading.Thread | None = None
 
     # -- the connection -----------------------------------------------------
+
+    def route(self, app: App, subscription: Subscription) -> None:
+        """Hand the messages read from now on to `app`'s executors (one assignment: the
+        reader reads it once per message)."""
+        executors: Mapping[str, InboundRedisExecutor] = app.message_executors
+        self._route = (app, {channel.encode(): [executors[cid] for cid in ids]
+                             for channel, ids in subscription.channels.items()})
 
     def connect(self) -> None:
         try:
@@ -160,8 +264,8 @@ class Subscriber:
 
     def describe(self) -> str:
         lines = [f"Active Channels on {self.shown}:"]
-        lines += [f"\t{self.shown}/{channel}: [{','.join(h.id for h in handlers)}]"
-                  for channel, handlers in self.channels.items()]
+        lines += [f"\t{self.shown}/{channel.decode()}: [{','.join(h.id for h in handlers)}]"
+                  for channel, handlers in self._route[1].items()]
         return "\n".join(lines)
 
     def _subscribe(self) -> redis.Connection:
@@ -192,12 +296,16 @@ class Subscriber:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def drain(self, deadline: float) -> int:
+    def drain(self, deadline: float | None) -> int:
+        """Wait for the reader and the handler calls, until `deadline` (monotonic; None:
+        as long as they take, each call being bounded by its own deadline)."""
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         if self._reader is not None:
-            self._reader.join(max(0.0, deadline - time.monotonic()))
+            self._reader.join(left())
         with self._idle:
-            self._idle.wait_for(lambda: self.in_flight == 0,
-                                max(0.0, deadline - time.monotonic()))
+            self._idle.wait_for(lambda: self.in_flight == 0, left())
             return self.in_flight
 
     def close(self) -> None:
@@ -274,8 +382,9 @@ class Subscriber:
         return None
 
     def _dispatch(self, channel: bytes, payload: Any) -> None:
-        handlers = self._by_name.get(channel)
+        app, handlers, holds = self._hold(channel)
         if not handlers or not isinstance(payload, bytes):
+            holds.release(app)
             return
         if len(payload) > self.limits.max_message_bytes:
             name = channel.decode("utf-8", "replace")
@@ -284,19 +393,35 @@ class Subscriber:
                       self.limits.max_message_bytes)
             for handler in handlers:
                 self._count(handler.id, "dropped")
+            holds.release(app)
             return
+        if len(handlers) > 1:
+            holds.hold(app, len(handlers) - 1)  # one per handler call, released by each
         for handler in handlers:
             self._slots.acquire()  # at the cap, reading pauses here
             with self._idle:
                 self.in_flight += 1
             try:
-                self._handlers.submit(self._handle, handler, channel, payload)
+                self._handlers.submit(self._handle, handler, channel, payload, app, holds)
             except RuntimeError:  # shut down (close): the message is not handled
-                self._done()
+                self._done(app, holds)
+
+    def _hold(self, channel: bytes) -> tuple[App, list[InboundRedisExecutor] | None, Holds]:
+        """The version of the app this message runs on, held (`host watch` swaps the
+        route, then closes the old version once nothing holds it: a route read before
+        the swap but held after it is read again)."""
+        while True:
+            holds = self._triggers.holds
+            app, by_name = self._route
+            holds.hold(app)
+            if self._route[0] is app:
+                return app, by_name.get(channel), holds
+            holds.release(app)
 
     # -- handler threads ------------------------------------------------------
 
-    def _handle(self, handler: InboundRedisExecutor, channel: bytes, payload: bytes) -> None:
+    def _handle(self, handler: InboundRedisExecutor, channel: bytes, payload: bytes,
+                app: App, holds: Holds) -> None:
         outcome = "ok"
         shown = channel.decode("utf-8", "replace")
         with tracing.message(handler.id, shown) as span:
@@ -315,19 +440,25 @@ class Subscriber:
                 if outcome != "ok":
                     tracing.message_failed(span, outcome)
                 self._count(handler.id, outcome)
-                self._done()
+                self._done(app, holds)
 
     def _count(self, component_id: str, outcome: str) -> None:
         key = (component_id, outcome)
         with self._idle:
             self._counts[key] = self._counts.get(key, 0) + 1
 
-    def _done(self) -> None:
+    def _done(self, app: App, holds: Holds) -> None:
+        holds.release(app)
         with self._idle:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.notify_all()
         self._slots.release()
+
+
+def _key(subscription: Subscription) -> tuple[str, frozenset[str]]:
+    """What a subscriber's connection is subscribed to: kept across an app reload."""
+    return subscription.address, frozenset(subscription.channels)
 
 
 def _connection(address: str, limits: RedisTriggerLimits) -> redis.Connection:

@@ -105,6 +105,9 @@ class Lifecycle:
         swaps the app it serves."""
         return host_app
 
+    def subscribed(self, triggers: RedisTriggers) -> None:
+        """The app's Redis subscribers, about to start reading."""
+
     def serving(self, server: Any) -> None:
         """uvicorn accepts connections; `server.should_exit = True` starts the drain."""
 
@@ -192,7 +195,8 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
     triggers: RedisTriggers | None = None
     stuck_messages = 0
     try:
-        if app.subscriptions and lifecycle.subscribes:
+        # `host watch` keeps triggers (maybe none yet) that an app reload may fill.
+        if (app.subscriptions or lifecycle.reloads) and lifecycle.subscribes:
             # Subscribed before the port answers: a wrong address stops start-up here.
             triggers = RedisTriggers(app, config.redis_trigger)
             triggers.connect(report)
@@ -200,7 +204,9 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
             return EXIT_OK
         host_app = HostApp(app, scheme=startup.scheme, limits=config.http,
                            image_digest=startup.image_digest)
+        asgi = lifecycle.asgi(host_app, engine)
         if triggers is not None:
+            lifecycle.subscribed(triggers)
             telemetry.attach_triggers(triggers)
             triggers.start()
         # Main loop, until the first signal; returns once in-flight requests are
@@ -208,7 +214,7 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
         # Redis subscribers' reading; the messages they read are drained next.
         signalled = run_uvicorn(host_app, sock, lifecycle, config.tls,
                                 access_log=config.access_log,
-                                asgi=lifecycle.asgi(host_app, engine), telemetry=telemetry,
+                                asgi=asgi, telemetry=telemetry,
                                 on_signal=triggers.stop_reading if triggers else None)
         if triggers is not None:
             stuck_messages = triggers.drain((signalled or time.monotonic())

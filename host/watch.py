@@ -19,10 +19,15 @@ What is watched, as `spin watch` does (below the manifest's directory):
 A reload never drops a request: the new version is compiled and its pool
 filled on this thread while the old one serves, then swapped on the event loop
 (host/reload.py); requests running finish on the version they started with,
-and the old executor is closed once they are done. A failing build, a
-component that does not load, or a manifest that does not parse leave the
-version being served in place, and say why. One process only: `--workers`
-above 1 is refused (host/cli.py).
+and the old executor is closed once they are done. Redis messages likewise:
+the subscribers are handed the new version first (host/redis_trigger.py `use`:
+their connections stay up), messages already read finish on the old executors.
+An app reload keeps the subscribers whose address and channels are unchanged
+and replaces the others (the new ones subscribe before the swap: an address
+that fails leaves the old version serving). A failing build, a component that
+does not load, or a manifest that does not parse leave the version being
+served in place, and say why. One process only: `--workers` above 1 is
+refused (host/cli.py).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from host.build import build_app
 from host.config import Config
 from host.errors import BuildError, ConfigError, HostError
 from host.manifest import FileMapping, FilePattern, FileSource, Manifest, load_manifest
+from host.redis_trigger import RedisTriggers, Subscriber
 from host.reload import Reloadable, new_only
 from host.runtime.engine import Engine
 from host.serve import (
@@ -78,7 +84,6 @@ def watch(config: Config, options: WatchOptions) -> int:
         raise ConfigError(f"host watch: {config.source} is an OCI image; watch serves an "
                           "app from its sources (a spin.toml)")
     manifest = load_manifest(config.source)
-    refuse_redis_triggers(manifest)
     plan = Plan.of(manifest, options.skip_build)
     plan.say_unwatched()
     if not options.skip_build:
@@ -87,14 +92,6 @@ def watch(config: Config, options: WatchOptions) -> int:
     lifecycle = WatchLifecycle(startup, settings, options)
     return serve_app(startup, manifest, settings, sock, lifecycle,
                      report=(lambda line: None) if config.quiet else logs.info)
-
-
-def refuse_redis_triggers(manifest: Manifest) -> None:
-    """Reloading swaps HTTP executors between requests; Redis subscribers are not
-    swapped (yet), so an app with them is served by `host up` only."""
-    if manifest.redis_triggers:
-        raise ConfigError(f"host watch: {manifest.path} has [[trigger.redis]], which host "
-                          "watch does not run yet; serve it with host up (or host build -u)")
 
 
 def _first_build(manifest: Manifest, options: WatchOptions) -> Manifest:
@@ -248,6 +245,7 @@ class WatchLifecycle(Lifecycle):
         self.report = (lambda line: None) if startup.config.quiet else logs.info
         self.stop = threading.Event()
         self.reloadable: Reloadable | None = None
+        self.triggers: RedisTriggers | None = None
         self.engine: Engine | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -259,6 +257,11 @@ class WatchLifecycle(Lifecycle):
         for component in host_app.app.manifest.components.values():
             self._remember(host_app.app.manifest, component.id)
         return self.reloadable
+
+    def subscribed(self, triggers: RedisTriggers) -> None:
+        assert self.reloadable is not None
+        triggers.holds = self.reloadable  # a replaced version closes after its messages
+        self.triggers = triggers
 
     def serving(self, server: Any) -> None:
         self.loop = asyncio.get_running_loop()
@@ -345,7 +348,6 @@ class WatchLifecycle(Lifecycle):
         assert self.engine is not None
         try:
             manifest = load_manifest(current.manifest.path)
-            refuse_redis_triggers(manifest)
         except HostError as exc:
             _failed(exc, "Still serving the previous version")
             return
@@ -363,7 +365,13 @@ class WatchLifecycle(Lifecycle):
         except HostError as exc:
             _failed(exc, "Still serving the previous version")
             return
-        if self._swap(new, current):
+        try:
+            fresh = self.triggers.connect_new(new, self.report) if self.triggers else []
+        except HostError as exc:
+            new_only(new, current).run()
+            _failed(exc, "Still serving the previous version")
+            return
+        if self._swap(new, current, fresh):
             self.settings = settings
             self.digests.clear()
             for component in manifest.components.values():
@@ -371,12 +379,17 @@ class WatchLifecycle(Lifecycle):
             logs.info(f"Reloaded the app in {(time.perf_counter() - start) * 1000:.0f} ms")
             print_routes(new, self.startup.base_url)
 
-    def _swap(self, new: App, current: App) -> bool:
-        """Serve `new` from the next request on; False (and `new` closed) if serving
-        has ended meanwhile."""
+    def _swap(self, new: App, current: App, fresh: list[Subscriber] | None = None) -> bool:
+        """Serve `new` from the next request and Redis message on; False (and `new`
+        closed) if serving has ended meanwhile."""
         assert self.loop is not None and self.reloadable is not None
         swapped = threading.Event()
         reloadable = self.reloadable
+        # The subscribers first: the old version is closed once nothing holds it, and a
+        # message holds the version its subscriber hands it to (host/redis_trigger.py).
+        if self.triggers is not None and not self.triggers.use(new, fresh or []):
+            new_only(new, current).run()  # stopping: the triggers are closed
+            return False
 
         def swap() -> None:
             reloadable.swap(new)
@@ -385,11 +398,13 @@ class WatchLifecycle(Lifecycle):
         try:
             self.loop.call_soon_threadsafe(swap)
         except RuntimeError:  # the loop is closed: the server has stopped
-            new_only(new, current).run()
+            if self.triggers is None:  # else messages may run on it until exit
+                new_only(new, current).run()
             return False
         while not swapped.wait(0.1):
             if self.stop.is_set():  # the loop stops without running it
-                new_only(new, current).run()
+                if self.triggers is None:  # else messages may run on it until exit
+                    new_only(new, current).run()
                 return False
         return True
 

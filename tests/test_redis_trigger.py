@@ -271,7 +271,7 @@ def test_an_unreachable_address_stops_start_up(printer: Path, cache_dir: Path,
 
 
 # ---------------------------------------------------------------------------
-# Start-up checks: `host check`, `host watch`
+# Start-up checks: `host check` (`host watch` serving them: tests/test_watch.py)
 
 
 def test_check_validates_and_lists_the_channels_without_connecting(
@@ -318,13 +318,6 @@ def test_an_async_spin4_handler_is_refused(tmp_path: Path) -> None:
     result = run_host("check", "-f", str(app))
     assert result.returncode == 1
     assert "exports spin:redis/inbound-redis@3.0.0 (async, WASI 0.3" in result.stderr
-
-
-def test_watch_refuses_an_app_with_redis_triggers(printer: Path, tmp_path: Path) -> None:
-    app = _app(tmp_path, printer, "redis://127.0.0.1:6379")
-    result = run_host("watch", "-f", str(app), "--skip-build", timeout=60)
-    assert result.returncode == 1
-    assert "has [[trigger.redis]], which host watch does not run yet" in result.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""host/reload.py: a replaced version's executors close once its last request is done,
-and never while another version still uses them."""
+"""host/reload.py: a replaced version's executors close once its last request (or Redis
+message) is done, and never while another version still uses them."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -21,8 +22,10 @@ class Part:
 
 
 class Version:
-    def __init__(self, grants: Part, **executors: Part) -> None:
+    def __init__(self, grants: Part, messages: dict[str, Part] | None = None,
+                 **executors: Part) -> None:
         self.executors = executors
+        self.message_executors = messages or {}
         self.grants = grants
 
 
@@ -91,3 +94,19 @@ def test_a_replaced_manifest_closes_its_grants_when_idle() -> None:
     reloadable.swap(v2)  # type: ignore[arg-type]
     assert wait_closed(old_grants) and wait_closed(v1.executors["a"])
     assert not new_grants.closed
+
+
+def test_a_replaced_redis_executor_closes_after_its_last_message() -> None:
+    grants, old_r, new_r, shared_r = Part("grants"), Part("r1"), Part("r2"), Part("s")
+    v1 = Version(grants, {"r": old_r, "s": shared_r}, a=Part("a"))
+    v2 = Version(grants, {"r": new_r, "s": shared_r}, a=v1.executors["a"])
+    reloadable = Reloadable(FakeHostApp(v1))  # type: ignore[arg-type]
+    reloadable.hold(v1, 2)  # type: ignore[arg-type]  # two handler calls of one message
+    reloadable.swap(v2)  # type: ignore[arg-type]
+    done = threading.Thread(target=reloadable.release, args=(v1,))  # a subscriber's thread
+    done.start()
+    done.join()
+    assert reloadable.running(v1) == 1 and not old_r.closed  # type: ignore[arg-type]
+    reloadable.release(v1)  # type: ignore[arg-type]
+    assert wait_closed(old_r)
+    assert not shared_r.closed and not new_r.closed and not grants.closed

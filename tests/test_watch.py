@@ -8,6 +8,7 @@ needed: writing `v2` there is "editing the source".
 
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests import wat
 from tests.conftest import HostProcess, run_host
@@ -300,3 +302,167 @@ def test_a_request_running_during_a_reload_finishes_on_its_version(
         assert answers[0].text == "slow v1"
         if not overlapped:
             pytest.skip("the reload took longer than the slow request: nothing overlapped")
+
+
+# -- Redis triggers ------------------------------------------------------------------
+# The handler is tests/wat.py's REDIS_PRINTER with its "got " prefix replaced by the
+# version ("v1: ", "v2: "), so each line says which version handled the message.
+
+REDIS_MANIFEST = """spin_manifest_version = 2
+[application]
+name = "watched-redis"
+[application.trigger.redis]
+address = "{address}"
+
+[[trigger.redis]]
+channel = "{channel}"
+component = "printer"
+
+[component.printer]
+source = "printer.wasm"
+[component.printer.build]
+command = "cp prebuilt/$(cat src/version.txt).wasm printer.wasm"
+watch = ["src/**/*.txt"]
+"""
+
+HANDLED = re.compile(r"\[printer\] (v\d): (x\d+)$")
+
+
+@pytest.fixture(scope="module")
+def redis_prebuilt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("redis-prebuilt")
+    for version in ("v1", "v2"):
+        core = wat.REDIS_PRINTER.replace('(data (i32.const 1024) "got ")',
+                                         f'(data (i32.const 1024) "{version}: ")')
+        assert core != wat.REDIS_PRINTER
+        wat.build_redis_handler(out / f"{version}.wasm", core)
+    (out / "broken.wasm").write_bytes(b"\0asm\x0d\0\x01\0 not a component")
+    return out
+
+
+@pytest.fixture
+def redis_app(tmp_path: Path, redis_prebuilt: Path, clean_redis_url: str) -> Path:
+    (tmp_path / "prebuilt").mkdir()
+    for name in ("v1", "v2", "broken"):
+        (tmp_path / "prebuilt" / f"{name}.wasm").write_bytes(
+            (redis_prebuilt / f"{name}.wasm").read_bytes())
+    (tmp_path / "src").mkdir()
+    set_version(tmp_path, "v1")
+    (tmp_path / "spin.toml").write_text(redis_manifest(clean_redis_url, "events"))
+    return tmp_path
+
+
+def redis_manifest(url: str, channel: str) -> str:
+    return REDIS_MANIFEST.format(address=url.rsplit("/", 1)[0], channel=channel)
+
+
+@pytest.fixture
+def redis_watching(redis_app: Path, cache_dir: Path) -> Iterator[HostProcess]:
+    host = HostProcess(["-f", str(redis_app), "--cache-dir", str(cache_dir), "--no-access-log",
+                        "--state-dir", "", "-d", "50"], command=("watch",))
+    with host:
+        assert host.wait_for_output("Watching "), host.output
+        yield host
+
+
+@pytest.fixture
+def publisher(clean_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(clean_redis_url)
+    yield client
+    client.close()
+
+
+def handled(host: HostProcess) -> list[tuple[str, str]]:
+    """(version, message) for each message a handler printed, in order."""
+    return [(m.group(1), m.group(2)) for line in list(host.lines)
+            if (m := HANDLED.search(line))]
+
+
+def wait_handled(host: HostProcess, count: int, timeout: float = 30.0) -> list[tuple[str, str]]:
+    assert host.wait_for_count("[printer] v", count, timeout=timeout), host.output
+    return handled(host)
+
+
+def subscriber_ids(client: redis.Redis) -> list[int]:
+    return [int(c["id"]) for c in client.client_list(_type="pubsub")]
+
+
+def test_a_rebuild_under_a_stream_of_messages_drops_and_repeats_none(
+        redis_watching: HostProcess, redis_app: Path, publisher: redis.Redis) -> None:
+    subscribers = subscriber_ids(publisher)
+    assert len(subscribers) == 1
+    sent: list[str] = []
+    receivers: set[int] = set()
+    after_reload: int | None = None  # index of the first message sent after "Reloaded"
+
+    def send() -> None:
+        name = f"x{len(sent)}"  # not "m...": REDIS_PRINTER would not print it
+        receivers.add(publisher.publish("events", name))
+        sent.append(name)
+
+    for _ in range(20):
+        send()
+    set_version(redis_app, "v2")
+    # Publish until the reload is done, then until the new version has handled 50.
+    while after_reload is None or len(sent) - after_reload < 50:
+        if after_reload is None and "Reloaded printer" in redis_watching.output:
+            after_reload = len(sent)
+        send()
+        time.sleep(0.001)  # pacing only: nothing depends on it
+    got = wait_handled(redis_watching, len(sent))
+    assert receivers == {1}, receivers  # one subscriber throughout: never gone, never two
+    assert subscriber_ids(publisher) == subscribers  # the same connection
+    assert sorted(m for _, m in got) == sorted(sent)  # each message exactly once
+    assert [m for _, m in got] == sent  # one at a time, in order (--max-concurrent 1)
+    versions = [v for v, _ in got]
+    first_v2 = versions.index("v2")
+    assert set(versions[:first_v2]) == {"v1"} and set(versions[first_v2:]) == {"v2"}
+    assert first_v2 <= after_reload, (first_v2, after_reload)  # from the reload on: v2
+
+
+def test_a_broken_rebuild_keeps_the_old_version_handling(
+        redis_watching: HostProcess, redis_app: Path, publisher: redis.Redis) -> None:
+    set_version(redis_app, "broken")
+    assert redis_watching.wait_for_output("Still serving the previous version of printer",
+                                          timeout=30), redis_watching.output
+    assert publisher.publish("events", "x0") == 1
+    assert wait_handled(redis_watching, 1) == [("v1", "x0")]
+    set_version(redis_app, "v2")  # and a good build after it is served
+    assert redis_watching.wait_for_output("Reloaded printer", timeout=30)
+    assert publisher.publish("events", "x1") == 1
+    assert wait_handled(redis_watching, 2) == [("v1", "x0"), ("v2", "x1")]
+
+
+def test_an_app_reload_keeps_an_unchanged_subscriber_and_replaces_a_changed_one(
+        redis_watching: HostProcess, redis_app: Path, publisher: redis.Redis,
+        clean_redis_url: str) -> None:
+    subscribers = subscriber_ids(publisher)
+    manifest = redis_app / "spin.toml"
+    manifest.write_text(manifest.read_text() + "\n# touched\n")
+    assert redis_watching.wait_for_output("Reloaded the app", timeout=30), redis_watching.output
+    assert subscriber_ids(publisher) == subscribers  # same address and channels: kept
+    assert publisher.publish("events", "x0") == 1
+    assert wait_handled(redis_watching, 1) == [("v1", "x0")]
+
+    manifest.write_text(redis_manifest(clean_redis_url, "other"))
+    assert redis_watching.wait_for_count("Reloaded the app", 2, timeout=30), \
+        redis_watching.output
+    assert redis_watching.wait_for_output("Stopped the subscriber of", timeout=30)
+    (new,) = subscriber_ids(publisher)
+    assert new not in subscribers
+    assert publisher.publish("events", "x1") == 0  # nobody listens there any more
+    assert publisher.publish("other", "x2") == 1
+    assert wait_handled(redis_watching, 2) == [("v1", "x0"), ("v1", "x2")]
+    assert "Active Channels on redis://127.0.0.1" in redis_watching.output
+
+
+def test_an_unreachable_new_address_keeps_the_old_subscriber(
+        redis_watching: HostProcess, redis_app: Path, publisher: redis.Redis) -> None:
+    from tests.loopback import free_port
+
+    (redis_app / "spin.toml").write_text(
+        redis_manifest(f"redis://127.0.0.1:{free_port()}/0", "events"))
+    assert redis_watching.wait_for_output("Still serving the previous version", timeout=30)
+    assert "cannot subscribe to redis://127.0.0.1" in redis_watching.output
+    assert publisher.publish("events", "x0") == 1
+    assert wait_handled(redis_watching, 1) == [("v1", "x0")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -229,6 +231,37 @@ def write_app(directory: Path, manifest: str, components: dict[str, Path] | None
     path = directory / "spin.toml"
     path.write_text(manifest)
     return path
+
+
+@contextlib.contextmanager
+def grants_through_variable(directory: Path, scheme: str,
+                            host_port: str) -> Iterator[tuple[Any, Any]]:
+    """(Grants, component) of a one-component app whose allowed_outbound_hosts
+    reaches `scheme://host_port` through a variable, beside an https entry: what
+    each outbound capability's factor must resolve and keep for its scheme."""
+    from host.app import AppSettings
+    from host.grants import Grants
+    from host.manifest import load_manifest
+
+    path = write_app(directory, f"""spin_manifest_version = 2
+[application]
+name = "{scheme}-factor"
+[variables]
+peer = {{ default = "{host_port}" }}
+[[trigger.http]]
+route = "/..."
+component = "c"
+[component.c]
+source = "c.wasm"
+allowed_outbound_hosts = ["{scheme}://{{{{ peer }}}}", "https://example.com"]
+""")
+    (directory / "c.wasm").write_bytes(b"")
+    manifest = load_manifest(path)
+    grants = Grants(manifest, AppSettings(), factors=None)
+    try:
+        yield grants, manifest.components["c"]
+    finally:
+        grants.close()
 
 
 @pytest.fixture

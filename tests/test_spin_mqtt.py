@@ -29,7 +29,7 @@ from host.capabilities.mqtt import MQTT, Mqtt, MqttFactor
 from host.deadline import request_deadline
 from host.limits import OutboundMqttLimits
 from tests.apps import built_app
-from tests.conftest import HostProcess, write_app
+from tests.conftest import HostProcess, grants_through_variable, write_app
 from tests.loopback import free_port, stop_process
 from tests.mqtt_server import PASSWORD, USER, Broker, Subscriber, start_mosquitto
 from tests.test_tls import make_certificate
@@ -484,34 +484,13 @@ def test_a_failed_open_holds_no_slot(mqtt_broker: Broker) -> None:
 
 
 def test_the_factor_reads_the_resolved_allow_list(tmp_path: Path, mqtt_broker: Broker) -> None:
-    from host.app import AppSettings
-    from host.grants import Grants
-    from host.manifest import load_manifest
-
     port = mqtt_broker.port
-    path = write_app(tmp_path, f"""spin_manifest_version = 2
-[application]
-name = "mqtt-factor"
-[variables]
-broker = {{ default = "127.0.0.1:{port}" }}
-[[trigger.http]]
-route = "/..."
-component = "c"
-[component.c]
-source = "c.wasm"
-allowed_outbound_hosts = ["mqtt://{{{{ broker }}}}", "https://example.com"]
-""")
-    (tmp_path / "c.wasm").write_bytes(b"")
-    manifest = load_manifest(path)
-    grants = Grants(manifest, AppSettings(), factors=None)
-    try:
-        capability = grants.app.factor(MqttFactor).for_component(manifest.components["c"])
+    with grants_through_variable(tmp_path, "mqtt", f"127.0.0.1:{port}") as (grants, component):
+        capability = grants.app.factor(MqttFactor).for_component(component)
         assert [e.entry for e in capability.allowed] == [f"mqtt://127.0.0.1:{port}"]
         g = Guest(capability)
         assert isinstance(g.connect(address(port)), HostHandle)
         g.release()
-    finally:
-        grants.close()
 
 
 # ---------------------------------------------------------------------------

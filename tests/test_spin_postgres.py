@@ -30,7 +30,7 @@ from host.capabilities.postgres import V2, V3, V4, Postgres, PostgresFactor
 from host.deadline import request_deadline
 from host.limits import OutboundPostgresLimits
 from tests.apps import built_app
-from tests.conftest import HostProcess, write_app
+from tests.conftest import HostProcess, grants_through_variable, write_app
 
 V = wc.Variant
 
@@ -557,31 +557,11 @@ def test_instances_run_statements_concurrently(postgres_port: int) -> None:
 
 
 def test_the_factor_reads_the_resolved_allow_list(tmp_path: Path, postgres_port: int) -> None:
-    from host.app import AppSettings
-    from host.grants import Grants
-    from host.manifest import load_manifest
-
-    path = write_app(tmp_path, f"""spin_manifest_version = 2
-[application]
-name = "pg-factor"
-[variables]
-pg_host = {{ default = "127.0.0.1:{postgres_port}" }}
-[[trigger.http]]
-route = "/..."
-component = "c"
-[component.c]
-source = "c.wasm"
-allowed_outbound_hosts = ["postgres://{{{{ pg_host }}}}", "https://example.com"]
-""")
-    (tmp_path / "c.wasm").write_bytes(b"")
-    manifest = load_manifest(path)
-    grants = Grants(manifest, AppSettings(), factors=None)
-    try:
-        capability = grants.app.factor(PostgresFactor).for_component(manifest.components["c"])
+    with grants_through_variable(tmp_path, "postgres", f"127.0.0.1:{postgres_port}") as (
+            grants, component):
+        capability = grants.app.factor(PostgresFactor).for_component(component)
         assert [e.entry for e in capability.allowed] == [f"postgres://127.0.0.1:{postgres_port}"]
         Guest(capability).connect(_address(postgres_port))
-    finally:
-        grants.close()
 
 
 # ---------------------------------------------------------------------------

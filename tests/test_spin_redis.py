@@ -27,7 +27,7 @@ from host.capabilities.redis import REDIS, Redis, RedisFactor
 from host.deadline import request_deadline
 from host.limits import OutboundRedisLimits
 from tests.apps import built_app
-from tests.conftest import HostProcess, write_app
+from tests.conftest import HostProcess, grants_through_variable, write_app
 from tests.loopback import free_port, stop_process
 from tests.redis_server import start_redis
 
@@ -361,33 +361,11 @@ def test_a_failed_open_holds_no_slot(clean_redis_url: str) -> None:
 
 
 def test_the_factor_reads_the_resolved_allow_list(tmp_path: Path, clean_redis_url: str) -> None:
-    from host.app import AppSettings
-    from host.grants import Grants
-    from host.manifest import load_manifest
-
     port = _port(clean_redis_url)
-    path = write_app(tmp_path, f"""spin_manifest_version = 2
-[application]
-name = "redis-factor"
-[variables]
-redis_host = {{ default = "127.0.0.1:{port}" }}
-[[trigger.http]]
-route = "/..."
-component = "c"
-[component.c]
-source = "c.wasm"
-allowed_outbound_hosts = ["redis://{{{{ redis_host }}}}", "https://example.com"]
-""")
-    (tmp_path / "c.wasm").write_bytes(b"")
-    manifest = load_manifest(path)
-    grants = Grants(manifest, AppSettings(), factors=None)
-    try:
-        factor = grants.app.factor(RedisFactor)
-        capability = factor.for_component(manifest.components["c"])
+    with grants_through_variable(tmp_path, "redis", f"127.0.0.1:{port}") as (grants, component):
+        capability = grants.app.factor(RedisFactor).for_component(component)
         assert [e.entry for e in capability.allowed] == [f"redis://127.0.0.1:{port}"]
         assert isinstance(Guest(capability).connect(clean_redis_url), HostHandle)
-    finally:
-        grants.close()
 
 
 # ---------------------------------------------------------------------------

@@ -57,7 +57,7 @@ K = {name: getattr(ffi, f"WASMTIME_COMPONENT_{name}").value for name in (
 
 _SIZE_PTR = struct.Struct("<B7xQQ")  # kind, size, pointer
 _VARIANT = struct.Struct("<B7xQQQ")  # kind, name size, name pointer, payload pointer
-_OPTION = struct.Struct("<B7xQ")
+_KIND_PTR = struct.Struct("<B7xQ")  # kind, one pointer: an option's payload, a resource handle
 _RESULT = struct.Struct("<B7x?7xQ")
 _NAME = struct.Struct("<QQ")
 _PAIR = struct.Struct("<B7xQQ8xB7xQQ")  # two consecutive (kind, size, pointer) vals
@@ -515,7 +515,7 @@ class _Variant(Codec):
         i, codec, payload = self._choose(value)
         ptr = self._lower_payload(codec, payload, mem)
         if self.kind == K["OPTION"]:
-            _OPTION.pack_into(view, off, self.kind, ptr)
+            _KIND_PTR.pack_into(view, off, self.kind, ptr)
         elif self.kind == K["RESULT"]:
             _RESULT.pack_into(view, off, self.kind, i == 0, ptr)
         else:
@@ -653,7 +653,6 @@ _host_rep = ResourceCalls.host_rep
 _host_type = ResourceCalls.host_type
 _host_owned = ResourceCalls.host_owned
 _host_to_any = ResourceCalls.host_to_any
-_RESOURCE = struct.Struct("<B7xQ")
 
 
 class _Resource(Codec):
@@ -675,7 +674,7 @@ class _Resource(Codec):
             if err:
                 raise error_from_ptr(err)
             address = out.value or 0
-            _RESOURCE.pack_into(view, off, self.kind, address)
+            _KIND_PTR.pack_into(view, off, self.kind, address)
             mem.keep_handle(address)  # wasmtime only reads parameters: free it afterwards
             return
         tmp = ffi.wasmtime_component_val_t()

@@ -241,3 +241,58 @@ def test_host_import_exception_becomes_trap_and_reaches_the_caller(rt) -> None:
     typed = TypedFunc(component.type.exports(engine)["call-host-u8"].ty)
     with pytest.raises(ValueError, match="host import failed"):
         typed.call(store, func, (wrap(1),))
+
+
+
+_SCALAR_WIT = """package test:scalar;
+world scalar {
+  import small: func() -> u8;
+  import big: func() -> u64;
+  export call-small: func() -> u8;
+  export call-big: func() -> u64;
+}
+"""
+_SCALAR_WAT = """(module
+  (import "$root" "small" (func $small (result i32)))
+  (import "$root" "big" (func $big (result i64)))
+  (func (export "call-small") (result i32) (call $small))
+  (func (export "call-big") (result i64) (call $big)))
+"""
+
+
+@pytest.fixture(scope="module")
+def scalar_rt(tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("scalar")
+    (work / "wit").mkdir()
+    (work / "wit" / "scalar.wit").write_text(_SCALAR_WIT)
+    (work / "scalar.wat").write_text(_SCALAR_WAT)
+    wasm = wat.assemble(work / "scalar.wat", work / "scalar.wasm", work / "wit", "scalar")
+    engine = wasmtime.Engine()
+    return engine, wc.Component.from_file(engine, str(wasm))
+
+
+def _call_scalar(scalar_rt, export: str, small: Any, big: Any) -> Any:
+    engine, component = scalar_rt
+    linker = wc.Linker(engine)
+    imports = component.type.imports(engine)
+    with linker.root() as root:
+        define_func(root, "small", imports["small"].ty, lambda store: small)
+        define_func(root, "big", imports["big"].ty, lambda store: big)
+    store = wasmtime.Store(engine)
+    instance = linker.instantiate(store, component)
+    func = instance.get_func(store, export)
+    assert func is not None
+    return TypedFunc(component.type.exports(engine)[export].ty).call(store, func, ())
+
+
+def test_scalar_results_of_host_imports(scalar_rt) -> None:
+    # Scalar results take the trampoline's short path (written in place).
+    assert _call_scalar(scalar_rt, "call-small", 255, 0) == 255
+    assert _call_scalar(scalar_rt, "call-big", 0, 2**64 - 1) == 2**64 - 1
+
+
+@pytest.mark.parametrize("bad", [256, -1, "x", 1.5, None, True])
+def test_host_import_returning_a_bad_scalar_traps(scalar_rt, bad: Any) -> None:
+    # A value that does not fit must trap, not reach the guest truncated.
+    with pytest.raises(MarshalError):
+        _call_scalar(scalar_rt, "call-small", bad, 0)

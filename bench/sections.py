@@ -199,8 +199,9 @@ def workers(run: Run) -> Section:
     cpu, rps = bench_workers.ratios(runs)
     sec = Section("Workers", [
         f"- `--workers 2` against `--workers 1` on the trivial component, {rounds} "
-        "interleaved round(s) (bench/workers.py: 1 worker pinned to core 0 with wrk on "
-        "core 1, and unpinned; 2 workers pinned one per core with wrk sharing them). "
+        "interleaved round(s) (bench/workers.py: 1 worker started on core 0 with wrk on "
+        "core 1; 1 worker free to use both cores, pinned by itself (`--cpu-pinning auto`, "
+        "the default) and floating (`off`); 2 workers, one CPU each, with wrk sharing them). "
         "\"projected\" = workers / server CPU per request: what each would serve with a "
         "core per worker to itself, since on 2 cores wrk takes part of the workers' cores",
         "", bench_workers.table(runs)])

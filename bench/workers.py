@@ -14,15 +14,19 @@ so that the other load on the machine hits both alike. Per run:
 - server cores: that CPU time over the window's wall time (how many cores the
   server actually got), and wrk's own CPU per request.
 
-Placement: `--workers 2` needs both cores, so wrk shares them (on a machine
-with 2 usable cores the host pins each worker to one, host/workers.py);
-`--workers 1` runs pinned, server on core 0 and wrk on core 1 (the main
-benchmark's setup: its threads on one core, as each of the 2 workers'), and
-unpinned, wrk sharing both cores as with 2 workers. On a
-2-core machine wrk takes part of the server's cores, and measured req/s
-understates what 2 workers do with 2 cores of their own; "projected" is what
-each configuration would serve with one core per worker all to itself:
-workers / CPU per request.
+Placement (`--placement` of each configuration):
+- taskset: `--workers 1` started on core 0 (taskset), wrk on core 1: the main
+  benchmark's setup;
+- auto: no taskset, the host's default `--cpu-pinning auto` (each process pins
+  its threads to one CPU once loaded, host/affinity.py); wrk shares the cores;
+- off: no taskset and `--cpu-pinning off`: the threads float over both cores.
+`--workers 2` (auto) needs both cores, so wrk shares them. On a 2-core machine
+wrk takes part of the server's cores, and measured req/s understates what 2
+workers do with 2 cores of their own; "projected" is what each configuration
+would serve with one core per worker all to itself: workers / CPU per request.
+
+`--app hello-js` serves apps/hello-js (componentize-js, wasi:http) at
+/hello-js instead of the trivial component.
 
 Prints a markdown table; writes nothing (paste it into bench/REPORT.md).
 """
@@ -45,14 +49,16 @@ from bench.hostproc import HEALTH, fill_cache
 from bench.http import LoadResult, parse_wrk, wrk_available
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# (workers, pinned): run in this order, then reversed, round after round.
-CONFIGURATIONS = ((1, True), (1, False), (2, False))
+# (workers, placement): run in this order, then reversed, round after round.
+CONFIGURATIONS = ((1, "taskset"), (1, "auto"), (1, "off"), (2, "auto"))
+PLACEMENTS = {"taskset": "taskset core 0, wrk core 1", "auto": "--cpu-pinning auto",
+              "off": "--cpu-pinning off"}
 
 
 @dataclass(frozen=True)
 class Run:
     workers: int
-    pinned: bool
+    placement: str
     load: LoadResult
     seconds: float  # wall time of the measured window
     server_cpu: float  # seconds, server process tree
@@ -101,14 +107,15 @@ def child_cpu_seconds() -> float:
     return usage.children_user + usage.children_system
 
 
-def measure(app: Path, cache: Path, workers: int, pinned: bool, seconds: float,
-            connections: int, warmup: float) -> Run:
+def measure(app: Path, cache: Path, workers: int, placement: str, seconds: float,
+            connections: int, warmup: float, route: str = "/fixed") -> Run:
     port = free_port()
-    url = f"http://{LOOPBACK}:{port}/fixed"
+    url = f"http://{LOOPBACK}:{port}{route}"
     cmd = [PYTHON, "-m", "host", "up", "-f", str(app), "-q", "--no-access-log",
            "--state-dir", "",
            "--cache-dir", str(cache), "--listen", f"{LOOPBACK}:{port}",
-           "--workers", str(workers)]
+           "--workers", str(workers), "--cpu-pinning", "off" if placement == "off" else "auto"]
+    pinned = placement == "taskset"
     server_pin = pin(SERVER_CORE) if pinned else []
     client_pin = pin(CLIENT_CORE) if pinned else []
     with tempfile.TemporaryFile() as log:
@@ -133,7 +140,7 @@ def measure(app: Path, cache: Path, workers: int, pinned: bool, seconds: float,
     load = parse_wrk(out)
     if load.errors:
         raise RuntimeError(f"--workers {workers}: {load.errors} errors in {load.requests}")
-    return Run(workers, pinned, load, elapsed, server_cpu, wrk_cpu)
+    return Run(workers, placement, load, elapsed, server_cpu, wrk_cpu)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, workers: int,
@@ -159,52 +166,60 @@ def table(runs: list[Run]) -> str:
     lines = ["| workers | req/s | p50 ms | p99 ms | server CPU per request | server cores "
              "| wrk CPU per request | projected req/s (one core per worker) |",
              "|---|---|---|---|---|---|---|---|"]
-    for workers, pinned in CONFIGURATIONS:
-        mine = [r for r in runs if (r.workers, r.pinned) == (workers, pinned)]
+    for workers, placement in CONFIGURATIONS:
+        mine = [r for r in runs if (r.workers, r.placement) == (workers, placement)]
         med = statistics.median
-        where = ", pinned (core 0, wrk core 1)" if pinned else ""
         lines.append(
-            f"| {workers}{where} | {med(r.load.rps for r in mine):,.0f} "
+            f"| {workers}, {PLACEMENTS[placement]} | {med(r.load.rps for r in mine):,.0f} "
             f"| {med(r.load.p50_ms for r in mine):.2f} | {med(r.load.p99_ms for r in mine):.2f} "
             f"| {med(r.cpu_us for r in mine):.0f} us | {med(r.cores for r in mine):.2f} "
             f"| {med(r.wrk_cpu / r.load.requests * 1e6 for r in mine):.0f} us "
             f"| {med(r.projected_rps for r in mine):,.0f} |")
-    two = [r for r in runs if r.workers == 2]
-    for pinned in (True, False):
-        one = [r for r in runs if (r.workers, r.pinned) == (1, pinned)]
+    med = statistics.median
 
-        def ratio(of: Callable[[Run], float], one: list[Run] = one) -> float:
-            return statistics.median(of(r) for r in two) / statistics.median(of(r) for r in one)
+    def of(workers: int, placement: str) -> list[Run]:
+        return [r for r in runs if (r.workers, r.placement) == (workers, placement)]
 
-        lines += ["", f"2 workers / 1 worker{' pinned' if pinned else ''}: CPU per request "
-                      f"{ratio(lambda r: r.cpu_us):.2f}x (target <= 1.10), measured req/s "
-                      f"{ratio(lambda r: r.load.rps):.2f}x, projected req/s "
-                      f"{ratio(lambda r: r.projected_rps):.2f}x (target >= 1.6)"]
-    lines += ["", "Every run, in order (p: pinned): " + "; ".join(
-        f"{r.workers}{'p' if r.pinned else ''} {r.load.rps:,.0f} req/s {r.cpu_us:.0f} us"
-        for r in runs)]
+    def ratio(key: Callable[[Run], float], top: list[Run], bottom: list[Run]) -> float:
+        return med(key(r) for r in top) / med(key(r) for r in bottom)
+
+    two = of(2, "auto")
+    for placement in ("taskset", "auto"):
+        one = of(1, placement)
+        lines += ["", f"2 workers / 1 worker ({PLACEMENTS[placement]}): CPU per request "
+                      f"{ratio(lambda r: r.cpu_us, two, one):.2f}x (target <= 1.10), measured "
+                      f"req/s {ratio(lambda r: r.load.rps, two, one):.2f}x, projected req/s "
+                      f"{ratio(lambda r: r.projected_rps, two, one):.2f}x (target >= 1.6)"]
+    auto, off = of(1, "auto"), of(1, "off")
+    lines += ["", f"1 worker, pinned by itself / floating (auto / off): CPU per request "
+                  f"{ratio(lambda r: r.cpu_us, auto, off):.2f}x, req/s "
+                  f"{ratio(lambda r: r.load.rps, auto, off):.2f}x"]
+    lines += ["", "Every run, in order: " + "; ".join(
+        f"{r.workers} {r.placement} {r.load.rps:,.0f} req/s {r.cpu_us:.0f} us" for r in runs)]
     return "\n".join(lines)
 
 
 def interleaved(app: Path, cache: Path, rounds: int, seconds: float, connections: int,
-                warmup: float) -> list[Run]:
+                warmup: float, route: str = "/fixed") -> list[Run]:
     """Every configuration `rounds` times, in alternating order."""
     runs = []
     for round_ in range(rounds):
         order = CONFIGURATIONS if round_ % 2 == 0 else CONFIGURATIONS[::-1]
-        for workers, pinned in order:
-            runs.append(measure(app, cache, workers, pinned, seconds, connections, warmup))
-            print(f"  --workers {workers}{' (pinned)' if pinned else ''}: "
+        for workers, placement in order:
+            runs.append(measure(app, cache, workers, placement, seconds, connections, warmup,
+                                route))
+            print(f"  --workers {workers} ({PLACEMENTS[placement]}): "
                   f"{runs[-1].load.rps:,.0f} req/s, {runs[-1].cpu_us:.0f} us CPU per "
                   "request", flush=True)
     return runs
 
 
 def ratios(runs: list[Run]) -> tuple[float, float]:
-    """2 workers against 1 pinned worker: CPU per request, projected req/s (medians)."""
+    """2 workers against 1 worker on core 0 (taskset): CPU per request, projected req/s
+    (medians)."""
     med = statistics.median
     two = [r for r in runs if r.workers == 2]
-    one = [r for r in runs if (r.workers, r.pinned) == (1, True)]
+    one = [r for r in runs if (r.workers, r.placement) == (1, "taskset")]
     return (med(r.cpu_us for r in two) / med(r.cpu_us for r in one),
             med(r.projected_rps for r in two) / med(r.projected_rps for r in one))
 
@@ -215,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--app", choices=("trivial", "hello-js"), default="trivial")
     args = parser.parse_args(argv)
     if not wrk_available():
         print("wrk is missing: apt-get install wrk")
@@ -222,11 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as work:
         fixtures = prepare(Path(work))
         cache = Path(work) / "cache"
-        fill_cache(fixtures.wat_app, cache)
-        runs = interleaved(fixtures.wat_app, cache, args.rounds, args.seconds,
-                           args.connections, args.warmup)
-    print(f"\n`python -m bench.workers --seconds {args.seconds:g} --rounds {args.rounds} "
-          f"--connections {args.connections}`, os.cpu_count()={os.cpu_count()}\n")
+        app, route = ((fixtures.wat_app, "/fixed") if args.app == "trivial"
+                      else (fixtures.app_dir("hello-js"), "/hello-js"))
+        fill_cache(app, cache)
+        runs = interleaved(app, cache, args.rounds, args.seconds, args.connections,
+                           args.warmup, route)
+    print(f"\n`python -m bench.workers --app {args.app} --seconds {args.seconds:g} "
+          f"--rounds {args.rounds} --connections {args.connections}`, "
+          f"os.cpu_count()={os.cpu_count()}\n")
     print(table(runs))
     return 0
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host import logs, tls, tracing
+from host import affinity, logs, tls, tracing
 from host.access_log import AccessLog
 from host.app import App, AppSettings, load_app
 from host.build import build_app
@@ -99,6 +99,14 @@ class Lifecycle:
             logs.info(f'Logging component stdio to "{startup.log_dir}{os.sep}"')
         print_routes(app, startup.base_url)
         return True
+
+    def cpu(self, config: Config) -> int | None:
+        """The CPU to pin every thread to once loaded (None: leave them free).
+        `host watch` never pins: its rebuilds, started while serving, would
+        inherit the one CPU."""
+        if config.cpu_pinning != "auto" or self.reloads:
+            return None
+        return affinity.process_cpu()
 
     def asgi(self, host_app: HostApp, engine: Engine) -> Any:
         """The ASGI app uvicorn runs: `host_app`, or (`host watch`) a wrapper that
@@ -202,6 +210,11 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
             triggers.connect(report)
         if not lifecycle.loaded(app, startup, engine.compiled):
             return EXIT_OK
+        # Compiling is done (it uses every core): from now on the threads that
+        # hand requests to each other share one CPU (host/affinity.py).
+        cpu = lifecycle.cpu(config)
+        if cpu is not None:
+            affinity.pin_threads(cpu)
         host_app = HostApp(app, scheme=startup.scheme, limits=config.http,
                            image_digest=startup.image_digest)
         asgi = lifecycle.asgi(host_app, engine)

@@ -17,14 +17,11 @@ idle worker takes the next connection (the kernel spreads connections over
 SO_REUSEPORT sockets by a hash, whatever each worker's load), and a worker
 that dies leaves no accept queue of its own to be reset.
 
-When the process may use exactly as many cores as there are workers (a
-dedicated machine, an exclusive cpuset), each worker is pinned to one of them:
-a request hops from the event loop's thread to a guest thread and back, and
-when those threads run on different cores every hop (and GIL hand-off) costs a
-cross-core wake-up: measured 2 workers unpinned ~420-560 us of CPU per trivial
-request, pinned ~370 us (one pinned worker: ~350 us). With more cores than
-workers (a CPU quota on a large node) nothing is pinned: every pod would pick
-the same cores.
+Each worker pins its threads to one CPU once it has loaded (`--cpu-pinning
+auto`, host/affinity.py): the supervisor hands out the CPUs it may use in
+turn, starting from the one it runs on, so N workers on N cores get one each
+and pods on a large node (a CPU quota, not a cpuset) start from different
+cores. Floating threads cost 2.5-4x the CPU per request (bench/workers.py).
 
 Supervisor and worker talk over a socketpair, one JSON object per line:
 
@@ -68,8 +65,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from host import logs
+from host import affinity, logs
 from host.app import App
+from host.config import Config
 from host.errors import HostError, WorkerError
 from host.limits import (
     WORKER_FORCED_STOP_SECONDS,
@@ -184,8 +182,9 @@ class _Supervisor:
         self.phase = "starting"  # -> "serving" -> "stopping"
         self.error: WorkerError | None = None  # the first start-up failure
         self.replacements: list[tuple[float, int, int]] = []  # (when, pid replaced, slot)
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        self.cpus = cpus if len(cpus) == self.count else None  # one core per worker slot
+        # One CPU per worker slot, each pinned once it has loaded (host/affinity.py).
+        self.cpus = (affinity.worker_cpus(self.count)
+                     if startup.config.cpu_pinning == "auto" else None)
         self.quick_deaths = 0  # consecutive workers that died before serving long
 
     # -- the supervisor's life --------------------------------------------------
@@ -429,10 +428,15 @@ def describe_exit(status: int) -> str:
 class WorkerLifecycle(Lifecycle):
     """A worker's steps, told to the supervisor instead of the terminal."""
 
-    def __init__(self, control: socket.socket, report: bool, slot: int = 0) -> None:
+    def __init__(self, control: socket.socket, report: bool, slot: int = 0,
+                 cpu: int | None = None) -> None:
         self.control = control
         self.report = report
         self.subscribes = slot == 0  # the Redis trigger runs in one worker
+        self._cpu = cpu  # the supervisor's choice for this slot
+
+    def cpu(self, config: Config) -> int | None:
+        return self._cpu
 
     def send(self, message: dict[str, Any]) -> bool:
         try:
@@ -478,11 +482,10 @@ class WorkerLifecycle(Lifecycle):
 def worker_main(argv: Sequence[str]) -> int:
     """`python -m host.workers CONTROL_FD LISTEN_FD report|quiet CPU|- SLOT`, spawned by
     `supervise`."""
-    if argv[3] != "-":  # before any thread starts: they inherit it
-        os.sched_setaffinity(0, {int(argv[3])})
     control = socket.socket(fileno=int(argv[0]))
     sock = socket.socket(fileno=int(argv[1]))
-    lifecycle = WorkerLifecycle(control, report=argv[2] == "report", slot=int(argv[4]))
+    lifecycle = WorkerLifecycle(control, report=argv[2] == "report", slot=int(argv[4]),
+                                cpu=None if argv[3] == "-" else int(argv[3]))
     with control.makefile("rb") as reader:
         header = reader.read(_FRAME.size)
         if len(header) < _FRAME.size:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host import affinity, logs, tls, tracing
+from host import affinity, logs, resolve, tls, tracing
 from host.access_log import AccessLog
 from host.app import App, AppSettings, load_app
 from host.build import build_app
@@ -183,6 +183,7 @@ def serve_app(startup: Startup, manifest: Manifest, settings: AppSettings, sock:
               lifecycle: Lifecycle, report: Callable[[str], None]) -> int:
     """Load the app and serve it on `sock` until a signal; drain; exit code."""
     config = startup.config
+    resolve.install()  # a guest's name lookups end by its deadline (host/resolve.py)
     # Before loading: capabilities' host functions are wrapped for tracing as they link.
     telemetry = Telemetry.start(startup, report)
     # `host watch` replaces executors while the old ones drain: pooled slots sized at

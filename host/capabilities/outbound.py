@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import wasmtime.component as wc
 
-from host import tracing
+from host import resolve, tracing
 from host.capabilities import AppContext, Capability, Err, Factor, Ok
 from host.capabilities.allowed_hosts import (
     DEFAULT_PORTS,
@@ -302,6 +302,8 @@ class Outbound(Capability):
 def _failure(exc: httpx.HTTPError, late: bool) -> Err:
     """The error case for a failed exchange; `late`: the request's deadline had passed."""
     connecting = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if isinstance(exc, httpx.ConnectError) and resolve.TIMED_OUT in str(exc):
+        return _error("DNS-timeout")  # the lookup itself ran into the deadline
     if late:  # cut by a deadline-sized timeout or by the watchdog
         return _error("connection-timeout" if connecting else "HTTP-response-timeout")
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):

@@ -70,6 +70,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.numeric import Float4, Float8, Int2, Int4, Int8
 from psycopg.types.range import Int4Range, Int8Range, NumericRange, Range
 
+from host import resolve
 from host.capabilities import AppContext, Capability, Err, Factor, HostHandle, Ok, ResourceTable
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host
 from host.capabilities.outbound import OutboundFactor
@@ -88,6 +89,7 @@ VALUE_COST = 32
 # Rows per chunk read from the server (libpq 17 and later; row by row before).
 FETCH_ROWS = 64 if psycopg.capabilities.has_stream_chunked() else 1
 DEADLINE_MESSAGE = "no answer before the request's deadline"
+MAX_HOST_ADDRESSES = 4  # of a name's addresses, the ones libpq tries in turn
 # Connection-string keys a guest may set; all others are ignored.
 _GUEST_KEYS = ("host", "port", "dbname", "user", "password", "sslmode")
 # What libpq must not take from the host: its files and PG* environment.
@@ -537,12 +539,13 @@ class Postgres(Capability):
     def _connect(self, shown: str, params: dict[str, Any]) -> psycopg.Connection[Any]:
         from psycopg import waiting
         limits = self.limits
-        try:
+        options = f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)}"
+        conninfo = make_conninfo("", **self._addressed(shown, params), options=options,
+                                 application_name="spinhost")
+        try:  # after the lookup, which took some of it
             left = time_left(limits.connect_timeout_seconds)
         except DeadlineExceeded:
             raise _Failure("connection-failed", f"{shown}: {DEADLINE_MESSAGE}") from None
-        options = f"-c statement_timeout={int(limits.statement_timeout_seconds * 1000)}"
-        conninfo = make_conninfo("", **params, options=options, application_name="spinhost")
         try:
             # Connection.connect() rounds its timeout to whole seconds (2 at least):
             # its own steps, with the time left as it is.
@@ -561,6 +564,24 @@ class Postgres(Capability):
         conn.cursor_factory = _Cursor
         conn._adapters = psycopg.adapt.AdaptersMap(_ADAPTERS)
         return conn
+
+    @staticmethod
+    def _addressed(shown: str, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` with the host name looked up here, within the deadline, and handed
+        to libpq as `hostaddr` (libpq's own lookup, in C, no timeout bounds); `host`
+        stays for TLS verification. Numeric hosts go as they are."""
+        host = params["host"]
+        try:
+            found = resolve.addresses(host, int(params["port"]))
+        except socket.gaierror as exc:
+            raise _Failure("connection-failed", f"{shown}: {resolve.TIMED_OUT}"
+                           if exc.args and exc.args[-1] == resolve.TIMED_OUT
+                           else f'{shown}: could not resolve host "{host}": '
+                                f"{exc.strerror or exc}") from None
+        if not found or found == [host]:
+            return params
+        found = found[:MAX_HOST_ADDRESSES]
+        return {**params, "host": ",".join([host] * len(found)), "hostaddr": ",".join(found)}
 
     def _close(self, conn: _Connection) -> None:
         conn.conn.close()

@@ -81,6 +81,8 @@ class AppSettings:
     blob_limits: BlobStoreLimits = BlobStoreLimits()
     sqlite_limits: SqliteLimits = SqliteLimits()
     self_origin: str | None = None  # where `self` outbound requests go, e.g. http://127.0.0.1:3000
+    # Serving HTTPS: the certificate (chain) `self` requests expect from the listener.
+    self_certificate: Path | None = None
     # WAGI programs' stdout is captured up to this (`--max-response-bytes`), then stopped.
     max_response_bytes: int = HttpLimits().max_response_bytes
     # `host check`: capabilities validate their configuration but create no file

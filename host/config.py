@@ -380,7 +380,8 @@ class Config:
 
     def app_settings(self, manifest: Manifest, runtime_config: RuntimeConfig,
                      state_dir: Path | None = None, log_dir: Path | None = None,
-                     self_origin: str | None = None) -> AppSettings:
+                     self_origin: str | None = None,
+                     self_certificate: Path | None = None) -> AppSettings:
         """What the loader needs, with what is known only at start-up."""
         check = self.command == "check"
         return AppSettings(
@@ -390,7 +391,8 @@ class Config:
             follow=self.followed(manifest), variables=self.variables,
             key_values=self.key_values, sqlite_statements=self.sqlite_statements,
             runtime_config=runtime_config, state_dir=state_dir, log_dir=log_dir,
-            self_origin=self_origin, key_value_limits=self.key_value,
+            self_origin=self_origin, self_certificate=self_certificate,
+            key_value_limits=self.key_value,
             blob_limits=self.blob,
             max_response_bytes=self.http.max_response_bytes, check_only=check,
         )

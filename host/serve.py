@@ -74,7 +74,8 @@ class Startup:
     def settings(self, manifest: Manifest, runtime_config: RuntimeConfig) -> AppSettings:
         return self.config.app_settings(
             manifest, runtime_config=runtime_config, state_dir=self.state_dir,
-            log_dir=self.log_dir, self_origin=self_origin(*self.address, self.scheme))
+            log_dir=self.log_dir, self_origin=self_origin(*self.address, self.scheme),
+            self_certificate=self.config.tls.cert if self.config.tls else None)
 
 
 class Lifecycle:

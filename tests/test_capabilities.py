@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,6 +276,28 @@ def test_outbound_self_requests(probe_wasm: Path, cache_dir: Path, tmp_path: Pat
     app = write_probe(tmp_path / "app", probe_wasm, 'allowed_outbound_hosts = ["http://self"]\n'
                       'environment = { WHO = "me" }')
     with start(app, cache_dir) as host, host.client() as c:
+        got = c.get("/http", params={"url": "/env"}).json()
+        assert got["status"] == 200 and json.loads(got["body"]) == {"WHO": "me"}
+
+
+@pytest.mark.parametrize("names", ["DNS:app.example.com", "IP:127.0.0.1"])
+def test_outbound_self_requests_over_https_trust_the_hosts_own_certificate(
+        probe_wasm: Path, cache_dir: Path, tmp_path: Path, names: str) -> None:
+    # Self-signed, and (first case) naming a host the loopback origin is not:
+    # neither a public CA nor the name check could accept it; the host's own
+    # certificate, pinned, does.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=app.example.com", "-keyout", str(key), "-out", str(cert),
+                    "-addext", f"subjectAltName={names}"], check=True, capture_output=True)
+    app = write_probe(tmp_path / "app", probe_wasm, 'allowed_outbound_hosts = ["http://self"]\n'
+                      'environment = { WHO = "me" }')
+    trusting = ssl.create_default_context(cafile=str(cert))
+    trusting.check_hostname = False
+    with HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--tls-cert", str(cert),
+                      "--tls-key", str(key)], verify=trusting) as host, host.client() as c:
+        assert host.base_url.startswith("https://")
         got = c.get("/http", params={"url": "/env"}).json()
         assert got["status"] == 200 and json.loads(got["body"]) == {"WHO": "me"}
 

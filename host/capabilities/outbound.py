@@ -33,10 +33,12 @@ import itertools
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -90,6 +92,7 @@ class Target:
     host: str  # a lowercase name or an IP address (IPv6 without brackets)
     port: int | None  # None: the scheme's default
     path: str  # path and query, starting with "/"
+    own: bool = False  # the host's own listener (a `self` request)
 
     @property
     def url(self) -> httpx.URL:
@@ -108,14 +111,17 @@ class OutboundClient:
     """The process-wide HTTP client every component's outbound calls share."""
 
     def __init__(self, limits: OutboundLimits | None = None,
-                 self_origin: str | None = None) -> None:
+                 self_origin: str | None = None,
+                 self_certificate: Path | None = None) -> None:
         self.limits = s = limits or OutboundLimits()
         # Where `self` requests go, e.g. http://127.0.0.1:3000 (the host's own listener).
         self.self_origin: Target | None = None
         if self_origin is not None:
             url = httpx.URL(self_origin)
-            self.self_origin = Target(url.scheme, url.host, url.port, "/")
+            self.self_origin = Target(url.scheme, url.host, url.port, "/", own=True)
+        self._self_certificate = self_certificate
         self._client: httpx.Client | None = None
+        self._own_client: httpx.Client | None = None
         self._ceilings = httpx.Timeout(connect=s.connect_timeout_seconds,
                                        read=s.read_timeout_seconds,
                                        write=s.write_timeout_seconds,
@@ -130,6 +136,23 @@ class OutboundClient:
                                         follow_redirects=False, trust_env=False)
         return self._client
 
+    @property
+    def own_client(self) -> httpx.Client:
+        """The client for `self` requests. Over HTTPS it trusts exactly the host's own
+        certificate, whatever names it carries: it reaches the listener by a loopback
+        address the certificate need not name, and a public CA's certificate is not
+        needed to know it is talking to itself."""
+        if self._self_certificate is None:
+            return self.client
+        if self._own_client is None:
+            context = ssl.create_default_context(cafile=str(self._self_certificate))
+            context.check_hostname = False  # the pinned certificate is the identity
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a CA-issued leaf too
+            self._own_client = httpx.Client(timeout=self._ceilings, limits=self._limits,
+                                            follow_redirects=False, trust_env=False,
+                                            verify=context)
+        return self._own_client
+
     def timeout(self) -> httpx.Timeout:
         """Each ceiling of OutboundLimits cut to the time left before the request's deadline.
 
@@ -142,8 +165,9 @@ class OutboundClient:
                              pool=time_left(s.pool_timeout_seconds))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._own_client):
+            if client is not None:
+                client.close()
 
 
 def _error(case: str, payload: Any = None) -> Err:
@@ -168,7 +192,8 @@ class OutboundFactor(Factor):
 
     def __init__(self, app: AppContext) -> None:
         super().__init__(app)
-        self.client = OutboundClient(app.settings.outbound_limits, app.settings.self_origin)
+        self.client = OutboundClient(app.settings.outbound_limits, app.settings.self_origin,
+                                     app.settings.self_certificate)
         self.variables = app.factor(VariablesFactor).values
 
     def for_component(self, component: Component) -> Outbound:
@@ -270,9 +295,9 @@ class Outbound(Capability):
                                if k.lower() not in _HOST_MANAGED])
         watched = self.http.watchdog.call(deadline())
         try:
-            with self.http.client.stream(method, target.url, headers=sent, content=body,
-                                         timeout=timeout,
-                                         extensions={"trace": watched.trace}) as response:
+            client = self.http.own_client if target.own else self.http.client
+            with client.stream(method, target.url, headers=sent, content=body, timeout=timeout,
+                               extensions={"trace": watched.trace}) as response:
                 try:
                     watched.watch(response.extensions.get("network_stream"))
                     return self._receive(response)

@@ -44,8 +44,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import wasmtime.component as wc
 
-from host.capabilities import AppContext, Capability, Err, Factor, HostHandle, Ok, ResourceTable
+from host.capabilities import AppContext, Err, Factor, HostHandle, Ok
 from host.capabilities.allowed_hosts import AllowList, request_host, split_url
+from host.capabilities.connections import ConnectionCapability
 from host.capabilities.outbound import OutboundFactor
 from host.deadline import DeadlineExceeded, time_left
 from host.limits import OutboundMqttLimits
@@ -144,22 +145,15 @@ def _client_class() -> Any:
     return Client
 
 
-class Mqtt(Capability):
+class Mqtt(ConnectionCapability["_Connection"]):
     interfaces = (MQTT,)
+    schemes = tuple(SCHEMES)
+    kind = "mqtt"
 
     def __init__(self, component_id: str, allowed: AllowList,
                  limits: OutboundMqttLimits | None = None) -> None:
-        super().__init__(component_id)
-        self.allowed = AllowList(e for e in allowed if e.scheme in ("*", *SCHEMES))
         self.limits = limits or OutboundMqttLimits()
-        self.connections: ResourceTable[_Connection] = ResourceTable(
-            "mqtt connection", self._close, max_live=self.limits.max_open_connections)
-
-    def tables(self) -> list[ResourceTable[Any]]:
-        return [self.connections]
-
-    def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
-        return {"connection": self.connections}
+        super().__init__(component_id, allowed, self.limits)
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         def call(body: Callable[..., Any]) -> Callable[..., Ok | Err]:

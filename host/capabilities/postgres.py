@@ -71,8 +71,9 @@ from psycopg.types.numeric import Float4, Float8, Int2, Int4, Int8
 from psycopg.types.range import Int4Range, Int8Range, NumericRange, Range
 
 from host import resolve
-from host.capabilities import AppContext, Capability, Err, Factor, HostHandle, Ok, ResourceTable
+from host.capabilities import AppContext, Err, Factor, HostHandle, Ok
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host
+from host.capabilities.connections import ConnectionCapability
 from host.capabilities.outbound import OutboundFactor
 from host.deadline import DeadlineExceeded, deadline, time_left
 from host.limits import OutboundPostgresLimits
@@ -462,22 +463,15 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
-class Postgres(Capability):
+class Postgres(ConnectionCapability["_Connection"]):
     interfaces = (V2, V3, V4)
+    schemes = (SCHEME,)
+    kind = "postgres"
 
     def __init__(self, component_id: str, allowed: AllowList,
                  limits: OutboundPostgresLimits | None = None) -> None:
-        super().__init__(component_id)
-        self.allowed = AllowList(e for e in allowed if e.scheme in ("*", SCHEME))
         self.limits = limits or OutboundPostgresLimits()
-        self.connections: ResourceTable[_Connection] = ResourceTable(
-            "postgres connection", self._close, max_live=self.limits.max_open_connections)
-
-    def tables(self) -> list[ResourceTable[Any]]:
-        return [self.connections]
-
-    def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
-        return {"connection": self.connections}
+        super().__init__(component_id, allowed, self.limits)
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         def call(body: Callable[..., Any]) -> Callable[..., Ok | Err]:

@@ -49,13 +49,12 @@ from redis.utils import SENTINEL
 from host.backends.redis import _TcpConnection, _TlsConnection, redact_url
 from host.capabilities import (
     AppContext,
-    Capability,
     Err,
     Factor,
     Ok,
-    ResourceTable,
 )
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host, split_url
+from host.capabilities.connections import ConnectionCapability
 from host.capabilities.outbound import OutboundFactor
 from host.deadline import expired
 from host.limits import OutboundRedisLimits
@@ -153,22 +152,15 @@ class _Connection:
     address: str  # for messages: the guest's address, password hidden
 
 
-class Redis(Capability):
+class Redis(ConnectionCapability["_Connection"]):
     interfaces = (REDIS,)
+    schemes = SCHEMES
+    kind = "redis"
 
     def __init__(self, component_id: str, allowed: AllowList,
                  limits: OutboundRedisLimits | None = None) -> None:
-        super().__init__(component_id)
-        self.allowed = AllowList(e for e in allowed if e.scheme in ("*", *SCHEMES))
         self.limits = limits or OutboundRedisLimits()
-        self.connections: ResourceTable[_Connection] = ResourceTable(
-            "redis connection", self._close, max_live=self.limits.max_open_connections)
-
-    def tables(self) -> list[ResourceTable[Any]]:
-        return [self.connections]
-
-    def resources(self, interface: str) -> dict[str, ResourceTable[Any]]:
-        return {"connection": self.connections}
+        super().__init__(component_id, allowed, self.limits)
 
     def functions(self, interface: str) -> dict[str, Callable[..., Any]]:
         command = self._command

@@ -29,9 +29,11 @@ from host.capabilities.variables import read_variable_source
 from host.errors import ConfigError, VariableError
 from host.limits import (
     DEFAULT_POOL_SIZE,
+    DEFAULT_WORKER_TIMEOUT_SECONDS,
     DEFAULT_WORKERS,
     INSTANCE_ALLOCATORS,
     MAX_WORKERS,
+    WORKER_HEARTBEAT_SECONDS,
     BlobStoreLimits,
     HttpLimits,
     KeyValueLimits,
@@ -143,6 +145,9 @@ SERVE = [
            help=f"processes serving the port, each with its own instance pools and limits "
                 f"(default {DEFAULT_WORKERS}; host run-bundle: every usable core; at most "
                 f"{MAX_WORKERS})"),
+    Option("worker_timeout", ("--worker-timeout",), float, metavar="SECONDS",
+           help=f"--workers: a worker whose event loop has not answered for this long is "
+                f"killed and replaced (default {DEFAULT_WORKER_TIMEOUT_SECONDS:g})"),
     Option("cpu_pinning", ("--cpu-pinning",), str, choices=CPU_PINNING,
            help="auto: each serving process runs all its threads on one CPU (host up: "
                 "the one it starts on; workers: one each), measured 2.5-4x less CPU per "
@@ -263,6 +268,7 @@ class Config:
     workers: int = DEFAULT_WORKERS  # processes serving the port (host/workers.py)
     instance_allocator: str = "pooling"
     cpu_pinning: str = "auto"  # host/affinity.py
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS  # host/workers.py
     pool_size: int = DEFAULT_POOL_SIZE
     limits: Limits = Limits()
     deadlines: Mapping[str, float] = field(default_factory=dict)  # --request-timeout ID=S
@@ -307,6 +313,8 @@ class Config:
             workers=r.integer("workers", DEFAULT_WORKERS, minimum=1, maximum=MAX_WORKERS),
             instance_allocator=r.text("instance_allocator") or "pooling",
             cpu_pinning=r.text("cpu_pinning") or "auto",
+            worker_timeout=r.number("worker_timeout", DEFAULT_WORKER_TIMEOUT_SECONDS,
+                                    minimum=WORKER_HEARTBEAT_SECONDS * 2),
             pool_size=pool_size,
             limits=Limits(
                 memory_bytes=MiB * r.integer("max_instance_memory", _L.memory_bytes // MiB,

@@ -43,6 +43,11 @@ WORKER_RESTART_DELAYS = (0.5, 30.0)
 # later is killed. After a second signal, they have this long to stop.
 WORKER_STOP_GRACE_SECONDS = 5.0
 WORKER_FORCED_STOP_SECONDS = 2.0
+# A serving worker's event loop tells the supervisor it is alive this often; one
+# silent for --worker-timeout (its loop stuck: nothing it holds is being
+# answered) is killed and replaced like a worker that died.
+WORKER_HEARTBEAT_SECONDS = 1.0
+DEFAULT_WORKER_TIMEOUT_SECONDS = 30.0
 
 
 def usable_cpus() -> int:

@@ -45,6 +45,7 @@ process). A replacement for that worker takes its slot and subscribes again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -72,6 +73,7 @@ from host.errors import HostError, WorkerError
 from host.limits import (
     WORKER_FORCED_STOP_SECONDS,
     WORKER_HEALTHY_SECONDS,
+    WORKER_HEARTBEAT_SECONDS,
     WORKER_RESTART_DELAYS,
     WORKER_STOP_GRACE_SECONDS,
 )
@@ -162,6 +164,7 @@ class _Worker:
     replaces: int | None
     state: str = "loading"  # -> "loaded" -> "serving"
     serving_since: float | None = None
+    heard: float = 0.0  # monotonic: its last message (a serving worker's heartbeat)
     compiled: int = 0
     buffer: bytes = b""
 
@@ -239,8 +242,8 @@ class _Supervisor:
             workers = sorted(self.workers.values(), key=lambda w: w.spawned)
             slowest = max(time.monotonic() - w.spawned for w in workers)
             compiled = sum(1 for w in workers if w.compiled)
-            pinned = (f"pinned to cores {', '.join(map(str, self.cpus))}" if self.cpus
-                      else "not pinned: more usable cores than workers")
+            pinned = (f"each pinned to one of CPUs {', '.join(map(str, self.cpus))}"
+                      if self.cpus else "not pinned")
             logs.info(f"{self.count} workers serving (pids "
                       f"{', '.join(str(w.pid) for w in workers)}, {pinned}; "
                       f"ready within {slowest:.2f} s; "
@@ -257,9 +260,24 @@ class _Supervisor:
                 self.replacements.remove(replacement)
                 _, pid, slot = replacement
                 self._spawn(slot, report=False, replaces=pid)
-            wait = min((r[0] for r in self.replacements), default=None)
-            self._poll(None if wait is None else max(0.0, wait - now))
+            wait = min((r[0] for r in self.replacements), default=now + WORKER_HEARTBEAT_SECONDS)
+            self._poll(max(0.0, min(wait, now + WORKER_HEARTBEAT_SECONDS) - now))
+            self._kill_silent()
         return self._stop()
+
+    def _kill_silent(self) -> None:
+        """Kill every serving worker whose event loop has been silent for --worker-timeout:
+        the connections it holds get no answer; its exit brings a replacement."""
+        timeout = self.startup.config.worker_timeout
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.state == "serving" and now - worker.heard > timeout:
+                log.warning("worker %d has not answered for %.0f s (its event loop is stuck; "
+                            "--worker-timeout %g); killing it", worker.pid, now - worker.heard,
+                            timeout)
+                worker.state = "killed"
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
 
     def _stop(self) -> int:
         """First signal: drain every worker; a second one: stop them at once (130)."""
@@ -335,6 +353,7 @@ class _Supervisor:
             if not data:
                 self._exited(worker)
                 continue
+            worker.heard = time.monotonic()
             worker.buffer += data
             *lines, worker.buffer = worker.buffer.split(b"\n")
             for line in lines:
@@ -461,6 +480,15 @@ class WorkerLifecycle(Lifecycle):
         if not self.send({"serving": True}):
             server.should_exit = True
             return
+        # On the event loop: a beat proves the loop turns, not just that a thread lives.
+        loop = asyncio.get_running_loop()
+        beat = json.dumps({"alive": True}).encode() + b"\n"
+
+        def heartbeat() -> None:
+            with contextlib.suppress(OSError):  # full or gone: never block the loop
+                self.control.send(beat, socket.MSG_DONTWAIT)
+            loop.call_later(WORKER_HEARTBEAT_SECONDS, heartbeat)
+        loop.call_later(WORKER_HEARTBEAT_SECONDS, heartbeat)
 
         def watch() -> None:  # the supervisor never writes again: this waits for its end
             with contextlib.suppress(OSError):

@@ -222,6 +222,33 @@ def test_a_killed_worker_is_replaced_with_backoff(app_dir: Path, cache_dir: Path
         assert host.wait(timeout=20) == 0
 
 
+def test_a_worker_whose_event_loop_stops_answering_is_killed_and_replaced(
+        app_dir: Path, cache_dir: Path) -> None:
+    with workers_host(app_dir, cache_dir, "--worker-timeout", "3") as host:
+        stuck, other = host.children()
+        os.kill(stuck, signal.SIGSTOP)  # alive, holding its connections, answering nothing
+        assert host.wait_for_output(f"worker {stuck} has not answered for", timeout=20)
+        assert "--worker-timeout 3); killing it" in host.output
+        assert host.wait_for_output(f"worker {stuck} was killed by SIGKILL; starting a new one")
+        assert host.wait_for_output(f"(replaces worker {stuck})", timeout=30)
+        assert stuck not in host.children() and other in host.children()
+        with host.client() as client:
+            for _ in range(10):
+                assert client.get("/fixed").status_code == 200
+        # The healthy one, beating all along, was left alone.
+        assert f"worker {other} has not answered" not in host.output
+        host.send_signal(signal.SIGTERM)
+        assert host.wait(timeout=20) == 0
+
+
+def test_a_worker_timeout_below_two_heartbeats_is_refused(app_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "host", "up", "-f", str(app_dir),
+                             "--workers", "2", "--worker-timeout", "0.5"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--worker-timeout 0.5: must be 2 or more" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_output_lines_of_many_workers_are_never_interleaved(app_dir: Path,
                                                             cache_dir: Path) -> None:
     requests = 24

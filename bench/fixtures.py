@@ -35,6 +35,7 @@ class Fixtures:
     fixed_wasm: Path  # answers 200 "fixed response"
     echo_wasm: Path  # answers 200 with the request's headers and body
     wat_app: Path  # a spin.toml directory serving fixed.wasm at /fixed
+    burn_app: Path  # the same, its component computing ~10 ms first (wat.burn)
 
     def app_dir(self, name: str) -> Path:
         return built_app(name)
@@ -49,4 +50,8 @@ def prepare(work: Path) -> Fixtures:
     fixed = wat.build_component(wat.FIXED, wat_dir / "fixed.wasm")
     echo = wat.build_component(wat.ECHO, wat_dir / "echo.wasm")
     (wat_dir / "spin.toml").write_text(_WAT_MANIFEST)
-    return Fixtures(work, fixed, echo, wat_dir)
+    burn_dir = work / "burn"
+    burn_dir.mkdir(parents=True, exist_ok=True)
+    wat.build_component(wat.burn(30_000_000), burn_dir / "fixed.wasm")
+    (burn_dir / "spin.toml").write_text(_WAT_MANIFEST)
+    return Fixtures(work, fixed, echo, wat_dir, burn_dir)

@@ -26,7 +26,9 @@ workers do with 2 cores of their own; "projected" is what each configuration
 would serve with one core per worker all to itself: workers / CPU per request.
 
 `--app hello-js` serves apps/hello-js (componentize-js, wasi:http) at
-/hello-js instead of the trivial component.
+/hello-js instead of the trivial component; `--app burn` a WAT component that
+computes ~10 ms per request first (tests/wat.py `burn`): where threads free to
+run on every core do better than one pinned process.
 
 Prints a markdown table; writes nothing (paste it into bench/REPORT.md).
 """
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--app", choices=("trivial", "hello-js"), default="trivial")
+    parser.add_argument("--app", choices=("trivial", "hello-js", "burn"), default="trivial")
     args = parser.parse_args(argv)
     if not wrk_available():
         print("wrk is missing: apt-get install wrk")
@@ -238,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as work:
         fixtures = prepare(Path(work))
         cache = Path(work) / "cache"
-        app, route = ((fixtures.wat_app, "/fixed") if args.app == "trivial"
-                      else (fixtures.app_dir("hello-js"), "/hello-js"))
+        app, route = {"trivial": (fixtures.wat_app, "/fixed"),
+                      "burn": (fixtures.burn_app, "/fixed"),
+                      "hello-js": (fixtures.app_dir("hello-js"), "/hello-js")}[args.app]
         fill_cache(app, cache)
         runs = interleaved(app, cache, args.rounds, args.seconds, args.connections,
                            args.warmup, route)

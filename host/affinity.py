@@ -15,8 +15,13 @@ processes (`--workers`), one CPU each:
 - workers: the supervisor hands out the CPUs it may use in turn, starting
   from its own, so N workers on N cores get one each.
 
+What it gives up: guests that compute (wasm runs without the GIL) no longer
+run on several cores at once within one process: ~10 ms of wasm per request
+served 0.51x floating's req/s on 2 cores; `--workers` gets it back.
+
 Linux only (elsewhere, and with one usable CPU, nothing happens). `off` leaves
-threads free: for a node where the operator places processes some other way.
+threads free: for compute-heavy guests in one process, or a node where the
+operator places processes some other way.
 Child processes started while serving would inherit the mask: `host watch`,
 whose rebuilds run while it serves, does not pin.
 """

@@ -152,7 +152,8 @@ SERVE = [
            help="auto: each serving process runs all its threads on one CPU (host up: "
                 "the one it starts on; workers: one each), measured 2.5-4x less CPU per "
                 "request than threads free to run on several cores at once; off: leave "
-                "them free (default auto)"),
+                "them free, e.g. for guests that compute for long in one process (default "
+                "auto)"),
     Option("pool_size", ("--pool-size",), int, metavar="N",
            help=f"pre-instantiated instances kept ready per component "
                 f"(default {DEFAULT_POOL_SIZE})"),

@@ -101,6 +101,17 @@ SPIN = """
 """.replace("{export}", EXPORT)
 
 
+def burn(iterations: int) -> str:
+    """FIXED after a busy loop of `iterations` (30 million: ~10 ms of CPU here): a
+    guest whose time is its own computation, not the host's."""
+    return FIXED.replace('  (func (export', '  (func $burn (param $n i32)\n'
+                         '    (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1)))\n'
+                         '      (br_if $l (local.get $n))))\n  (func (export', 1).replace(
+        '(i32.store16 (i32.const 16) (i32.const 200))',
+        f'(call $burn (i32.const {iterations}))\n    (i32.store16 (i32.const 16) (i32.const 200))',
+        1)
+
+
 def status(code: int) -> str:
     return STATUS.replace("{status}", str(code))
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Generic, TypeVar
 
-from host.capabilities import Capability, ResourceTable
+from host.capabilities import AppContext, Capability, Factor, ResourceTable
 from host.capabilities.allowed_hosts import AllowList
+from host.capabilities.outbound import OutboundFactor
+from host.manifest import Component
 
 C = TypeVar("C")  # the capability's open connection
+K = TypeVar("K", bound="ConnectionCapability[Any]")  # the capability a factor makes
 
 
 class ConnectionCapability(Capability, Generic[C]):
@@ -37,3 +40,24 @@ class ConnectionCapability(Capability, Generic[C]):
     def _close(self, conn: C) -> None:
         """Close one connection: dropped by the guest, or its store released."""
         raise NotImplementedError
+
+
+class ConnectionFactor(Factor, Generic[K]):
+    """Each component's entries of the allow-list it resolved for HTTP, for one
+    connection capability (its `schemes` pick them).
+
+    `allowed_outbound_hosts` is OutboundFactor's key: read through it, not again."""
+
+    capability: ClassVar[type[Any]]  # the ConnectionCapability subclass it makes
+    limits_type: ClassVar[type]  # its limits, at their defaults
+
+    def __init__(self, app: AppContext) -> None:
+        super().__init__(app)
+        self.outbound = app.factor(OutboundFactor)
+        self.limits = self.limits_type()
+
+    def for_component(self, component: Component) -> K:
+        capability: K = self.capability(component.id,
+                                        self.outbound.for_component(component).allowed,
+                                        self.limits)
+        return capability

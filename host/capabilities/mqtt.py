@@ -44,13 +44,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import wasmtime.component as wc
 
-from host.capabilities import AppContext, Err, Factor, HostHandle, Ok
+from host.capabilities import Err, HostHandle, Ok
 from host.capabilities.allowed_hosts import AllowList, request_host, split_url
-from host.capabilities.connections import ConnectionCapability
-from host.capabilities.outbound import OutboundFactor
+from host.capabilities.connections import ConnectionCapability, ConnectionFactor
 from host.deadline import DeadlineExceeded, time_left
 from host.limits import OutboundMqttLimits
-from host.manifest import Component
 
 if TYPE_CHECKING:  # paho is imported on the first open: it costs ~50 ms of start-up
     from paho.mqtt.client import MQTTMessageInfo, SocketLike
@@ -389,15 +387,8 @@ def _text(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class MqttFactor(Factor):
-    """Each component's MQTT entries of the allow-list it resolved for HTTP.
+class MqttFactor(ConnectionFactor[Mqtt]):
+    """Each component's MQTT allow-list entries, as MQTT connections."""
 
-    `allowed_outbound_hosts` is OutboundFactor's key: read through it, not again."""
-
-    def __init__(self, app: AppContext) -> None:
-        super().__init__(app)
-        self.outbound = app.factor(OutboundFactor)
-        self.limits = OutboundMqttLimits()
-
-    def for_component(self, component: Component) -> Mqtt:
-        return Mqtt(component.id, self.outbound.for_component(component).allowed, self.limits)
+    capability = Mqtt
+    limits_type = OutboundMqttLimits

@@ -71,13 +71,11 @@ from psycopg.types.numeric import Float4, Float8, Int2, Int4, Int8
 from psycopg.types.range import Int4Range, Int8Range, NumericRange, Range
 
 from host import resolve
-from host.capabilities import AppContext, Err, Factor, HostHandle, Ok
+from host.capabilities import Err, HostHandle, Ok
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host
-from host.capabilities.connections import ConnectionCapability
-from host.capabilities.outbound import OutboundFactor
+from host.capabilities.connections import ConnectionCapability, ConnectionFactor
 from host.deadline import DeadlineExceeded, deadline, time_left
 from host.limits import OutboundPostgresLimits
-from host.manifest import Component
 
 log = logging.getLogger("host.postgres")
 
@@ -698,14 +696,8 @@ def _text(exc: psycopg.Error, params: dict[str, Any]) -> str:
     return text.replace(password, "***") if password else text
 
 
-class PostgresFactor(Factor):
-    """Each component's `postgres` entries of the allow-list it resolved for HTTP."""
+class PostgresFactor(ConnectionFactor[Postgres]):
+    """Each component's `postgres` allow-list entries, as PostgreSQL connections."""
 
-    def __init__(self, app: AppContext) -> None:
-        super().__init__(app)
-        self.outbound = app.factor(OutboundFactor)
-        self.limits = OutboundPostgresLimits()
-
-    def for_component(self, component: Component) -> Postgres:
-        return Postgres(component.id, self.outbound.for_component(component).allowed,
-                        self.limits)
+    capability = Postgres
+    limits_type = OutboundPostgresLimits

@@ -48,17 +48,13 @@ from redis.utils import SENTINEL
 # The key-value backend's connections: every command bounded by the time left.
 from host.backends.redis import _TcpConnection, _TlsConnection, redact_url
 from host.capabilities import (
-    AppContext,
     Err,
-    Factor,
     Ok,
 )
 from host.capabilities.allowed_hosts import DEFAULT_PORTS, AllowList, request_host, split_url
-from host.capabilities.connections import ConnectionCapability
-from host.capabilities.outbound import OutboundFactor
+from host.capabilities.connections import ConnectionCapability, ConnectionFactor
 from host.deadline import expired
 from host.limits import OutboundRedisLimits
-from host.manifest import Component
 
 log = logging.getLogger("host.redis")
 
@@ -323,15 +319,8 @@ def _flatten(reply: Any, into: list[wc.Variant]) -> None:
         raise InvalidResponse(f"unexpected reply of type {type(reply).__name__}")
 
 
-class RedisFactor(Factor):
-    """Each component's `redis`/`rediss` entries of the allow-list it resolved for HTTP.
+class RedisFactor(ConnectionFactor[Redis]):
+    """Each component's `redis`/`rediss` allow-list entries, as Redis connections."""
 
-    `allowed_outbound_hosts` is OutboundFactor's key: read through it, not again."""
-
-    def __init__(self, app: AppContext) -> None:
-        super().__init__(app)
-        self.outbound = app.factor(OutboundFactor)
-        self.limits = OutboundRedisLimits()
-
-    def for_component(self, component: Component) -> Redis:
-        return Redis(component.id, self.outbound.for_component(component).allowed, self.limits)
+    capability = Redis
+    limits_type = OutboundRedisLimits

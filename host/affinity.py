@@ -67,12 +67,10 @@ def worker_cpus(count: int) -> list[int] | None:
 
 
 def process_cpu() -> int | None:
-    """The CPU a single serving process pins itself to (None: nothing to pin)."""
-    cpus = allowed_cpus()
-    if len(cpus) < 2:
-        return None
-    here = current_cpu()
-    return here if here in cpus else cpus[0]
+    """The CPU a single serving process pins itself to: the one it runs on (None:
+    nothing to pin)."""
+    cpus = worker_cpus(1)
+    return cpus[0] if cpus else None
 
 
 def pin_threads(cpu: int) -> bool:

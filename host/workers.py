@@ -260,8 +260,9 @@ class _Supervisor:
                 self.replacements.remove(replacement)
                 _, pid, slot = replacement
                 self._spawn(slot, report=False, replaces=pid)
-            wait = min((r[0] for r in self.replacements), default=now + WORKER_HEARTBEAT_SECONDS)
-            self._poll(max(0.0, min(wait, now + WORKER_HEARTBEAT_SECONDS) - now))
+            wake = min([when for when, _, _ in self.replacements]
+                       + [now + WORKER_HEARTBEAT_SECONDS])  # the silent check's next turn
+            self._poll(max(0.0, wake - now))
             self._kill_silent()
         return self._stop()
 

@@ -264,6 +264,24 @@ allowed_outbound_hosts = ["{scheme}://{{{{ peer }}}}", "https://example.com"]
         grants.close()
 
 
+def write_spin_python_app(directory: Path, name: str, allowed: str, extra: str = "") -> Path:
+    """An app serving apps/spin-python (Spin SDK for Python) at "/...", granted
+    `allowed` (TOML-quoted allowed_outbound_hosts entries); `extra`: more tables
+    (variables). The end-to-end tests of each outbound capability use it."""
+    from tests.apps import built_app
+
+    return write_app(directory, f"""spin_manifest_version = 2
+[application]
+name = "{name}"
+[[trigger.http]]
+route = "/..."
+component = "spin-python"
+[component.spin-python]
+source = "spin-python.wasm"
+allowed_outbound_hosts = [{allowed}]
+{extra}""", {"spin-python.wasm": built_app("spin-python") / "spin-python.wasm"})
+
+
 @pytest.fixture
 def host_process() -> Iterator[type[HostProcess]]:
     yield HostProcess

@@ -28,8 +28,7 @@ from host.capabilities.allowed_hosts import AllowList
 from host.capabilities.mqtt import MQTT, Mqtt, MqttFactor
 from host.deadline import request_deadline
 from host.limits import OutboundMqttLimits
-from tests.apps import built_app
-from tests.conftest import HostProcess, grants_through_variable, write_app
+from tests.conftest import HostProcess, grants_through_variable, write_spin_python_app
 from tests.loopback import free_port, stop_process
 from tests.mqtt_server import PASSWORD, USER, Broker, Subscriber, start_mosquitto
 from tests.test_tls import make_certificate
@@ -497,30 +496,12 @@ def test_the_factor_reads_the_resolved_allow_list(tmp_path: Path, mqtt_broker: B
 # End to end: apps/spin-python through `host up`
 
 
-def _spin_python_manifest(allowed: str) -> str:
-    return f"""spin_manifest_version = 2
-[application]
-name = "spin-python-mqtt"
-[[trigger.http]]
-route = "/..."
-component = "spin-python"
-[component.spin-python]
-source = "spin-python.wasm"
-allowed_outbound_hosts = [{allowed}]
-"""
-
-
-@pytest.fixture(scope="module")
-def spin_python_wasm() -> Path:
-    return built_app("spin-python") / "spin-python.wasm"
-
-
 @pytest.mark.toolchain
-def test_spin_python_app_publishes(spin_python_wasm: Path, cache_dir: Path, tmp_path: Path,
+def test_spin_python_app_publishes(cache_dir: Path, tmp_path: Path,
                                    mqtt_broker: Broker, subscriber: Subscriber) -> None:
     port = mqtt_broker.port
-    app = write_app(tmp_path / "app", _spin_python_manifest(f'"mqtt://127.0.0.1:{port}"'),
-                    {"spin-python.wasm": spin_python_wasm})
+    app = write_spin_python_app(tmp_path / "app", "spin-python-mqtt",
+                                f'"mqtt://127.0.0.1:{port}"')
     with HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--pool-size", "1"]
                      ) as host, host.client() as client:
         for qos in ("0", "1", "2"):
@@ -536,11 +517,11 @@ def test_spin_python_app_publishes(spin_python_wasm: Path, cache_dir: Path, tmp_
 
 
 @pytest.mark.toolchain
-def test_spin_python_app_gets_the_errors(spin_python_wasm: Path, cache_dir: Path,
+def test_spin_python_app_gets_the_errors(cache_dir: Path,
                                          tmp_path: Path, mqtt_broker: Broker) -> None:
     port = mqtt_broker.port
-    app = write_app(tmp_path / "app", _spin_python_manifest(f'"mqtt://127.0.0.1:{port}"'),
-                    {"spin-python.wasm": spin_python_wasm})
+    app = write_spin_python_app(tmp_path / "app", "spin-python-mqtt",
+                                f'"mqtt://127.0.0.1:{port}"')
     denied = address(port + 1)
     with HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--pool-size", "1"]
                      ) as host, host.client() as client:

@@ -29,8 +29,7 @@ from host.capabilities.allowed_hosts import AllowList
 from host.capabilities.postgres import V2, V3, V4, Postgres, PostgresFactor
 from host.deadline import request_deadline
 from host.limits import OutboundPostgresLimits
-from tests.apps import built_app
-from tests.conftest import HostProcess, grants_through_variable, write_app
+from tests.conftest import HostProcess, grants_through_variable, write_spin_python_app
 
 V = wc.Variant
 
@@ -568,33 +567,14 @@ def test_the_factor_reads_the_resolved_allow_list(tmp_path: Path, postgres_port:
 # End to end: apps/spin-python through `host up`
 
 
-def _spin_python_manifest(allowed: str) -> str:
-    return f"""spin_manifest_version = 2
-[application]
-name = "spin-python-postgres"
-[[trigger.http]]
-route = "/..."
-component = "spin-python"
-[component.spin-python]
-source = "spin-python.wasm"
-allowed_outbound_hosts = [{allowed}]
-"""
-
-
-@pytest.fixture(scope="module")
-def spin_python_wasm() -> Path:
-    return built_app("spin-python") / "spin-python.wasm"
-
-
 @pytest.mark.toolchain
-def test_spin_python_app_uses_postgres(spin_python_wasm: Path, cache_dir: Path, tmp_path: Path,
+def test_spin_python_app_uses_postgres(cache_dir: Path, tmp_path: Path,
                                        postgres_port: int,
                                        admin: psycopg.Connection[Any]) -> None:
     for version in ("2", "3", "4"):
         admin.execute(f"DROP TABLE IF EXISTS spin_python_notes_v{version}")
-    app = write_app(tmp_path / "app",
-                    _spin_python_manifest(f'"postgres://127.0.0.1:{postgres_port}"'),
-                    {"spin-python.wasm": spin_python_wasm})
+    app = write_spin_python_app(tmp_path / "app", "spin-python-postgres",
+                                f'"postgres://127.0.0.1:{postgres_port}"')
     address = _address(postgres_port)
     row = [["Str", "hello"], ["Int32", 42], ["Int64", 2**40], ["Floating64", 0.5],
            ["Boolean", True], ["Binary", "00ff"], ["DbNull", None]]
@@ -616,10 +596,9 @@ def test_spin_python_app_uses_postgres(spin_python_wasm: Path, cache_dir: Path, 
 
 @pytest.mark.toolchain
 def test_spin_python_app_denied_address_gets_connection_failed(
-        spin_python_wasm: Path, cache_dir: Path, tmp_path: Path, postgres_port: int) -> None:
-    app = write_app(tmp_path / "app",
-                    _spin_python_manifest(f'"postgres://127.0.0.1:{postgres_port + 1}"'),
-                    {"spin-python.wasm": spin_python_wasm})
+        cache_dir: Path, tmp_path: Path, postgres_port: int) -> None:
+    app = write_spin_python_app(tmp_path / "app", "spin-python-postgres",
+                                f'"postgres://127.0.0.1:{postgres_port + 1}"')
     address = _address(postgres_port)
     with HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--pool-size", "1"]
                      ) as host, host.client() as client:

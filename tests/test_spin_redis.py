@@ -26,8 +26,7 @@ from host.capabilities.allowed_hosts import AllowList
 from host.capabilities.redis import REDIS, Redis, RedisFactor
 from host.deadline import request_deadline
 from host.limits import OutboundRedisLimits
-from tests.apps import built_app
-from tests.conftest import HostProcess, grants_through_variable, write_app
+from tests.conftest import HostProcess, grants_through_variable, write_spin_python_app
 from tests.loopback import free_port, stop_process
 from tests.redis_server import start_redis
 
@@ -372,34 +371,21 @@ def test_the_factor_reads_the_resolved_allow_list(tmp_path: Path, clean_redis_ur
 # End to end: apps/spin-python through `host up`
 
 
-def _spin_python_manifest(allowed: str) -> str:
-    return f"""spin_manifest_version = 2
-[application]
-name = "spin-python-redis"
-[variables]
-redis_address = {{ required = true }}
-[[trigger.http]]
-route = "/..."
-component = "spin-python"
-[component.spin-python]
-source = "spin-python.wasm"
-allowed_outbound_hosts = [{allowed}]
+# The app reads the address it opens from variable redis_address.
+_REDIS_ADDRESS_VARIABLE = """[variables]
+redis_address = { required = true }
 [component.spin-python.variables]
-redis_address = "{{{{ redis_address }}}}"
+redis_address = "{{ redis_address }}"
 """
 
 
-@pytest.fixture(scope="module")
-def spin_python_wasm() -> Path:
-    return built_app("spin-python") / "spin-python.wasm"
-
 
 @pytest.mark.toolchain
-def test_spin_python_app_uses_redis(spin_python_wasm: Path, cache_dir: Path, tmp_path: Path,
+def test_spin_python_app_uses_redis(cache_dir: Path, tmp_path: Path,
                                     clean_redis_url: str, admin: redis.Redis) -> None:
     port = _port(clean_redis_url)
-    app = write_app(tmp_path / "app", _spin_python_manifest(f'"redis://127.0.0.1:{port}"'),
-                    {"spin-python.wasm": spin_python_wasm})
+    app = write_spin_python_app(tmp_path / "app", "spin-python-redis",
+                                f'"redis://127.0.0.1:{port}"', _REDIS_ADDRESS_VARIABLE)
     pubsub = admin.pubsub()
     pubsub.subscribe("spin-python:events")
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"
@@ -421,10 +407,10 @@ def test_spin_python_app_uses_redis(spin_python_wasm: Path, cache_dir: Path, tmp
 
 @pytest.mark.toolchain
 def test_spin_python_app_denied_address_gets_the_error(
-        spin_python_wasm: Path, cache_dir: Path, tmp_path: Path, clean_redis_url: str) -> None:
+        cache_dir: Path, tmp_path: Path, clean_redis_url: str) -> None:
     port = _port(clean_redis_url)
-    app = write_app(tmp_path / "app", _spin_python_manifest(f'"redis://127.0.0.1:{port + 1}"'),
-                    {"spin-python.wasm": spin_python_wasm})
+    app = write_spin_python_app(tmp_path / "app", "spin-python-redis",
+                                f'"redis://127.0.0.1:{port + 1}"', _REDIS_ADDRESS_VARIABLE)
     env = {**os.environ, "SPIN_VARIABLE_REDIS_ADDRESS": f"redis://127.0.0.1:{port}"}
     with HostProcess(["-f", str(app), "--cache-dir", str(cache_dir), "--pool-size", "1"],
                      env=env) as host, host.client() as client:
